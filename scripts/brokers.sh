@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Makes sure the brokers turnout's integration tests talk to are installed and running on
+# 127.0.0.1: mosquitto (1883), NATS with JetStream (4222) and RabbitMQ (5672) with its AMQP 1.0
+# plugin. Idempotent: a broker that is already up is left alone. Needs root for installs.
+set -euo pipefail
+
+log() { echo "brokers: $*"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # port seconds
+  for _ in $(seq 1 "$2"); do port_open "$1" && return 0; sleep 1; done
+  return 1
+}
+need_pkg() { # binary package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+# mosquitto: the tests start private instances of this binary too.
+need_pkg mosquitto mosquitto
+need_pkg mosquitto_pub mosquitto-clients
+if ! port_open 1883; then
+  log "starting mosquitto"
+  install -d -m 740 -o mosquitto /run/mosquitto 2>/dev/null || install -d -m 740 /run/mosquitto
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  wait_port 1883 20 || { log "mosquitto did not come up on 1883"; exit 1; }
+fi
+log "mosquitto up on 127.0.0.1:1883"
+
+# NATS with JetStream.
+need_pkg nats-server nats-server
+if ! port_open 4222; then
+  log "starting nats-server"
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_port 4222 20 || { log "nats-server did not come up on 4222"; exit 1; }
+fi
+log "nats up on 127.0.0.1:4222"
+
+# RabbitMQ with the AMQP 1.0 plugin.
+need_pkg rabbitmq-server rabbitmq-server
+rabbit_ready() { # waits until the node answers and its applications run
+  for _ in $(seq 1 45); do
+    rabbitmqctl await_startup --timeout 10 >/dev/null 2>&1 && return 0
+    sleep 2
+  done
+  log "rabbitmq node did not start"; return 1
+}
+if ! port_open 5672; then
+  log "starting rabbitmq"
+  rabbitmq-plugins enable --offline rabbitmq_amqp1_0 >/dev/null
+  rabbitmq-server -detached
+  rabbit_ready
+else
+  rabbit_ready
+  if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_amqp1_0; then
+    log "enabling rabbitmq_amqp1_0"
+    rabbitmq-plugins enable rabbitmq_amqp1_0 >/dev/null
+  fi
+fi
+wait_port 5672 60 || { log "rabbitmq did not come up on 5672"; exit 1; }
+log "rabbitmq up on 127.0.0.1:5672 with AMQP 1.0"
