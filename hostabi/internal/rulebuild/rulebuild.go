@@ -1,0 +1,127 @@
+// Package rulebuild builds Go rule packages into wasip1 WebAssembly modules for tests and
+// benchmarks, so `go test ./...` works on a fresh checkout without running make first.
+//
+// Invariant: a build is cached under os.TempDir()/turnout-rules, keyed by the SHA-256 of the Go
+// version and every Go source file the rule can import from this module (the rule's directory,
+// filters/sdk and hostabi/wire); a cached file is always a complete build (written to a temporary
+// name, then renamed), so concurrent test binaries never read a partial module.
+package rulebuild
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+)
+
+var (
+	mu    sync.Mutex
+	built = map[string][]byte{}
+)
+
+// ModuleRoot returns the directory holding go.mod, found by walking up from the working
+// directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("rulebuild: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build returns the Wasm bytes of the rule package in pkgDir, a path relative to the module root
+// (e.g. "filters/rules/attrroute"), building it when the cache has no build of its sources.
+// Callers are tests, from any goroutine.
+func Build(pkgDir string) ([]byte, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if b, ok := built[pkgDir]; ok {
+		return b, nil
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	fmt.Fprintln(h, runtime.Version(), pkgDir)
+	for _, d := range []string{pkgDir, "filters/sdk", "hostabi/wire", "go.mod"} {
+		if err := hashTree(h, filepath.Join(root, d)); err != nil {
+			return nil, fmt.Errorf("rulebuild %s: %w", pkgDir, err)
+		}
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:16]
+	cacheDir := filepath.Join(os.TempDir(), "turnout-rules")
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("rulebuild: %w", err)
+	}
+	out := filepath.Join(cacheDir, strings.ReplaceAll(pkgDir, "/", "_")+"-"+key+".wasm")
+	if b, err := os.ReadFile(out); err == nil {
+		built[pkgDir] = b
+		return b, nil
+	}
+	tmp, err := os.CreateTemp(cacheDir, "build-*.wasm")
+	if err != nil {
+		return nil, fmt.Errorf("rulebuild: %w", err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", tmp.Name(), "./"+pkgDir)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("rulebuild: go build %s: %w\n%s", pkgDir, err, msg)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return nil, fmt.Errorf("rulebuild: %w", err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return nil, fmt.Errorf("rulebuild: %w", err)
+	}
+	built[pkgDir] = b
+	return b, nil
+}
+
+// hashTree hashes the names and contents of the Go files and go.mod under path.
+func hashTree(h io.Writer, path string) error {
+	var files []string
+	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && (strings.HasSuffix(p, ".go") || filepath.Base(p) == "go.mod") && !strings.HasSuffix(p, "_test.go") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %d\n", filepath.Base(f), len(b))
+		h.Write(b)
+	}
+	return nil
+}
