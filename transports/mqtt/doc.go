@@ -1,0 +1,81 @@
+// Package mqtt is turnout's MQTT 3.1.1 transport: an input (Source) that subscribes to topic
+// filters, an output (Sink) that publishes events, and an embedded broker for small deployments
+// and the quickstart. Events travel in structured mode, always as JSON
+// (application/cloudevents+json): MQTT 3.1.1 has no binary mode.
+//
+// Invariant: the input sends the PUBACK for a message only after the engine settled it with nil,
+// and sends PUBACKs in the order the PUBLISHes arrived [MQTT-4.6.0-2]; the output returns nil
+// from Send only once the broker's PUBACK arrived [MQTT-4.3.2-1]. Both use QoS 1, so every
+// failure mode produces a duplicate, never a loss.
+//
+// # Input
+//
+// The input keeps a persistent session (CleanSession=0, a stable client_id): the broker keeps
+// the subscriptions and queues messages while turnout is away, and redelivers every message that
+// was not acknowledged, with DUP=1, when the session resumes [MQTT-4.4.0-1]. MQTT has no negative
+// acknowledgement and a broker redelivers only on a new connection, so a message the engine
+// settles with an error makes the input drop the connection and resume the session after the
+// reconnect backoff; one reconnect serves every rejected message of that connection. After such
+// a rejection no further PUBACK is sent on that connection (the PUBACKs would otherwise skip the
+// rejected message), so the messages behind it come back as duplicates too. A message received on
+// a connection that has since ended is never acknowledged on the new one: its PUBACK is dropped,
+// and the broker redelivers it (a duplicate, never a loss). Payloads that are not a valid
+// structured CloudEvent are handed to the engine with DecodeErr set, which dead-letters them.
+//
+// Brokers may drop messages they already accepted when a session's queue is full: mosquitto
+// does so silently beyond max_queued_messages (default 1000). Run mosquitto with
+// "max_queued_messages 0" (no limit) in front of a turnout input.
+//
+// # Output
+//
+// The output publishes with QoS 1 and retain=0, keeps many publications in flight, and sends to
+// a fixed topic or to a topic built from the event's attributes (topic_template). It uses a
+// clean session: publications that were in flight when the connection dropped fail and the
+// engine retries them.
+//
+// # Configuration
+//
+// Input:
+//
+//	inputs:
+//	  alarms-in:
+//	    type: mqtt
+//	    brokers: ["tcp://127.0.0.1:1883"]
+//	    client_id: turnout-alarms-in      # required, must be stable across restarts
+//	    topics: ["devices/+/alarms", "care/#"]
+//	    username: turnout
+//	    password: secret
+//	    keepalive: 30s
+//	    connect_timeout: 10s
+//	    reconnect_min_backoff: 500ms
+//	    reconnect_max_backoff: 30s
+//	    receive_buffer: 1024
+//
+// Output:
+//
+//	outputs:
+//	  alarms-out:
+//	    type: mqtt
+//	    brokers: ["ssl://broker.example.org:8883"]
+//	    topic_template: "alarms/{type}/{subject}"
+//	    tls:
+//	      ca_file: /etc/turnout/ca.pem
+//	      cert_file: /etc/turnout/client.pem
+//	      key_file: /etc/turnout/client.key
+//
+// Embedded broker (see BrokerConfig):
+//
+//	broker:
+//	  enabled: true
+//	  listen: 127.0.0.1:1883
+//
+// # Topic templates
+//
+// A topic_template is literal text with placeholders {name}, where name is a CloudEvents
+// attribute (specversion, id, source, type, subject, datacontenttype, dataschema, time) or an
+// extension attribute ([a-z0-9]+). Each placeholder fills exactly one topic level: in the
+// attribute's value '/', '+', '#' and U+0000 become '_', and a missing or empty attribute
+// becomes "_". The literal text must not contain '+', '#', '{' or '}' other than in
+// placeholders. Example: "alarms/{type}/{source}" with type "fall" and source "/home/42" gives
+// "alarms/fall/_home_42".
+package mqtt
