@@ -1,0 +1,147 @@
+// Package admin serves turnout's operational HTTP endpoints: /metrics, /healthz and /readyz.
+//
+// Invariant: metrics come only from the registry the process created for itself (NewRegistry),
+// never from the prometheus global registry, so that what /metrics shows is exactly what
+// turnout's modules registered on the Registerer they were given.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewRegistry returns the process's registry with the Go and process collectors and the
+// turnout_build_info{version,goversion} gauge (always 1) registered.
+func NewRegistry(version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "turnout_build_info",
+		Help: "Build information of the running turnout; the value is always 1.",
+	}, []string{"version", "goversion"})
+	info.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(info)
+	return reg
+}
+
+// ReadyFunc reports whether the process serves traffic and, when it does not, the parts that
+// are not ready (e.g. "input devices"). It is called on an HTTP server goroutine for every
+// /readyz request and must be safe for concurrent use.
+type ReadyFunc func() (ready bool, notReady []string)
+
+// Options configure a Server.
+type Options struct {
+	// Listen is the host:port to listen on.
+	Listen string
+	// Gatherer backs /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready backs /readyz; nil means never ready.
+	Ready  ReadyFunc
+	Logger *slog.Logger
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	opts Options
+	srv  *http.Server
+	ln   net.Listener
+	done chan error
+}
+
+// New returns a server that is not listening yet.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts}
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Handler returns the server's routes; tests use it with httptest.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelError),
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	return mux
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	ready, notReady := false, []string{"starting"}
+	if s.opts.Ready != nil {
+		ready, notReady = s.opts.Ready()
+	}
+	if ready {
+		fmt.Fprintln(w, "ready")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	if len(notReady) == 0 {
+		fmt.Fprintln(w, "not ready")
+		return
+	}
+	fmt.Fprintf(w, "not ready: %s\n", strings.Join(notReady, ", "))
+}
+
+// Start listens on Options.Listen and serves on a new goroutine. It returns once the listener
+// is open, so a listen error (address in use) is returned here.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("admin listen %s: %w", s.opts.Listen, err)
+	}
+	s.ln = ln
+	s.done = make(chan error, 1)
+	go func() {
+		err := s.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		if err != nil {
+			s.opts.Logger.Error("admin server stopped", "err", err)
+		}
+		s.done <- err
+	}()
+	return nil
+}
+
+// Addr returns the address the server listens on (useful with port 0), or "" before Start.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops the server, waiting for requests in progress until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.ln == nil {
+		return nil
+	}
+	if err := s.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("admin shutdown: %w", err)
+	}
+	return <-s.done
+}

@@ -1,0 +1,201 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/turnout-router/turnout/engine"
+)
+
+// RuleLoader compiles and initialises the rule of route r from its Wasm bytes. Build calls it
+// once per route with a rule, on the caller's goroutine. The returned rule is closed by
+// Built.CloseRules when it has a Close(context.Context) error method. An error means the rule
+// is unusable (does not compile, its init rejected the config).
+type RuleLoader func(ctx context.Context, r *Route, wasm []byte) (engine.Rule, error)
+
+// BuildOptions are what Build hands to the modules it builds.
+type BuildOptions struct {
+	// Deps is handed to every factory; Logger is narrowed with the module's name and DataDir
+	// is set to the configuration's data directory when empty.
+	Deps engine.Deps
+	// LoadRule loads the rules; nil means routes with a rule fail to build.
+	LoadRule RuleLoader
+}
+
+// Built holds the constructed, not yet started, parts of a configuration.
+type Built struct {
+	// Inputs and Outputs are every module that was built, by name.
+	Inputs  map[string]engine.Source
+	Outputs map[string]engine.Sink
+	// Routes are ready for engine.AddRoute, in file order.
+	Routes []engine.Route
+	// Rules are the loaded rules, for CloseRules.
+	Rules []engine.Rule
+	// Unused are outputs no route refers to; they are built (so their configuration is
+	// checked) but never started.
+	Unused []string
+}
+
+type ruleCloser interface {
+	Close(ctx context.Context) error
+}
+
+// Build constructs the inputs, outputs and rules of a Config returned by Load through their
+// factories and opts.LoadRule, and wires the routes. It connects nothing. Entries that Load
+// already found invalid are skipped. It returns the parts it could build and Errors for every
+// factory or rule that failed; the caller closes what was built (CloseAll) when it gives up.
+func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) {
+	c := &collector{file: cfg.Path}
+	b := &Built{Inputs: map[string]engine.Source{}, Outputs: map[string]engine.Sink{}}
+	deps := opts.Deps
+	if deps.DataDir == "" {
+		deps.DataDir = cfg.DataDir
+	}
+	depsFor := func(kind, name string) engine.Deps {
+		d := deps
+		if d.Logger != nil {
+			d.Logger = d.Logger.With(kind, name)
+		}
+		return d
+	}
+	for _, m := range cfg.Inputs {
+		if m.input == nil {
+			continue
+		}
+		key := m.key("inputs")
+		src, err := m.input(m.Name, cfg.Decoder(m.Node, key), depsFor("input", m.Name))
+		if err != nil {
+			addModuleError(c, m, key, "input", err)
+			continue
+		}
+		if src == nil {
+			c.add(m.Line, key, "input factory for type %q returned no input", m.Type)
+			continue
+		}
+		b.Inputs[m.Name] = src
+	}
+	for _, m := range cfg.Outputs {
+		if m.output == nil {
+			continue
+		}
+		key := m.key("outputs")
+		sink, err := m.output(m.Name, cfg.Decoder(m.Node, key), depsFor("output", m.Name))
+		if err != nil {
+			addModuleError(c, m, key, "output", err)
+			continue
+		}
+		if sink == nil {
+			c.add(m.Line, key, "output factory for type %q returned no output", m.Type)
+			continue
+		}
+		b.Outputs[m.Name] = sink
+		if !m.Used {
+			b.Unused = append(b.Unused, m.Name)
+		}
+	}
+	for _, r := range cfg.Routes {
+		var rule engine.Rule
+		if r.Rule != nil && r.Rule.Path != "" {
+			key := "routes." + r.Name + ".rule"
+			wasm, err := os.ReadFile(r.Rule.Path)
+			switch {
+			case err != nil:
+				c.add(r.Rule.Line, key+".file", "%v", err)
+			case opts.LoadRule == nil:
+				c.add(r.Rule.Line, key, "rules cannot be loaded here")
+			default:
+				rule, err = opts.LoadRule(ctx, r, wasm)
+				if err != nil {
+					c.add(r.Rule.Line, key, "load %s: %v", r.Rule.Path, err)
+					rule = nil
+				} else {
+					b.Rules = append(b.Rules, rule)
+				}
+			}
+		}
+		if !r.valid || (r.Rule != nil && rule == nil) {
+			continue
+		}
+		er := engine.Route{Config: r.Config, Inputs: map[string]engine.Source{}, Outputs: map[string]engine.Sink{}, Rule: rule}
+		complete := true
+		for _, in := range r.Spec.Inputs {
+			src, ok := b.Inputs[in.Name]
+			complete = complete && ok
+			er.Inputs[in.Name] = src
+		}
+		for _, name := range r.Outputs {
+			sink, ok := b.Outputs[name]
+			complete = complete && ok
+			er.Outputs[name] = sink
+		}
+		if dl := r.Spec.DeadLetter; dl != nil {
+			sink, ok := b.Outputs[dl.Name]
+			complete = complete && ok
+			er.DeadLetter, er.DeadLetterName = sink, dl.Name
+		}
+		if complete {
+			b.Routes = append(b.Routes, er)
+		}
+	}
+	return b, c.errs.errOrNil()
+}
+
+// addModuleError locates a factory error: errors from the module's Decoder already carry their
+// key and line; any other error is reported at the module's name.
+func addModuleError(c *collector, m *Module, key, kind string, err error) {
+	var es Errors
+	if errors.As(err, &es) {
+		c.errs = append(c.errs, es...)
+		return
+	}
+	c.add(m.Line, key, "%s %q (type %s): %v", kind, m.Name, m.Type, err)
+}
+
+// CloseRules closes every rule that has a Close method, returning the errors joined.
+func (b *Built) CloseRules(ctx context.Context) error {
+	var errs []error
+	for _, r := range b.Rules {
+		if rc, ok := r.(ruleCloser); ok {
+			if err := rc.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("close rule: %w", err))
+			}
+		}
+	}
+	b.Rules = nil
+	return errors.Join(errs...)
+}
+
+// CloseOutputs closes the named outputs (all of them when names is nil).
+func (b *Built) CloseOutputs(ctx context.Context, names []string) error {
+	var errs []error
+	if names == nil {
+		for n := range b.Outputs {
+			names = append(names, n)
+		}
+	}
+	for _, n := range names {
+		if s, ok := b.Outputs[n]; ok {
+			if err := s.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("close output %s: %w", n, err))
+			}
+			delete(b.Outputs, n)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CloseAll closes every input, output and rule that was built; for parts that were never handed
+// to an engine (validation, or a failed start).
+func (b *Built) CloseAll(ctx context.Context) error {
+	var errs []error
+	for n, s := range b.Inputs {
+		if err := s.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close input %s: %w", n, err))
+		}
+	}
+	b.Inputs = map[string]engine.Source{}
+	errs = append(errs, b.CloseOutputs(ctx, nil), b.CloseRules(ctx))
+	return errors.Join(errs...)
+}
