@@ -1,0 +1,360 @@
+package httpin
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnout-router/turnout/engine"
+)
+
+func init() {
+	engine.RegisterInput("http", func(name string, decode engine.Decoder, deps engine.Deps) (engine.Source, error) {
+		var c Config
+		if err := decode(&c); err != nil {
+			return nil, fmt.Errorf("http input %s: %w", name, err)
+		}
+		return New(name, c, deps)
+	})
+}
+
+var (
+	_ engine.Source  = (*Input)(nil)
+	_ engine.Readier = (*Input)(nil)
+	_ http.Handler   = (*Input)(nil)
+)
+
+// Input is an HTTP listener that dispatches the CloudEvents it receives. Build it with New; the
+// engine calls Start once and Close once.
+type Input struct {
+	name string
+	cfg  Config
+	log  *slog.Logger
+
+	connected prometheus.Gauge
+	requests  *prometheus.CounterVec
+
+	d       engine.Dispatcher
+	srv     *http.Server
+	addr    net.Addr
+	ready   atomic.Bool
+	closing chan struct{} // closed by Close: waiting requests answer 503
+	once    sync.Once
+	served  chan struct{} // closed when Serve returned
+}
+
+// New validates c and builds an input named name. It registers the input's metrics on
+// deps.Registerer; it does not listen (Start does). Errors name the offending key.
+func New(name string, c Config, deps engine.Deps) (*Input, error) {
+	c, err := c.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("http input %s: %w", name, err)
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	in := &Input{name: name, cfg: c, log: log.With("input", name, "transport", "http"),
+		closing: make(chan struct{}), served: make(chan struct{})}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	connected, err := registerOrReuse(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "turnout_transport_connected",
+		Help: "1 while the transport is connected or listening, 0 otherwise.",
+	}, []string{"transport", "name"}))
+	if err != nil {
+		return nil, fmt.Errorf("http input %s: register metrics: %w", name, err)
+	}
+	requests, err := registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnout_http_requests_total",
+		Help: "HTTP requests answered by HTTP inputs, by status code.",
+	}, []string{"name", "code"}))
+	if err != nil {
+		return nil, fmt.Errorf("http input %s: register metrics: %w", name, err)
+	}
+	in.connected = connected.WithLabelValues("http", name)
+	in.connected.Set(0)
+	in.requests = requests
+	return in, nil
+}
+
+// registerOrReuse registers c on reg, or returns the collector already registered under the same
+// description (several inputs, or several transports, share one metric family).
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+// Start listens on the configured address and serves requests on its own goroutines, handing
+// every event to d. A listen error (address in use, bad certificate) is returned and names the
+// address. The engine calls Start once.
+func (in *Input) Start(ctx context.Context, d engine.Dispatcher) error {
+	in.d = d
+	var tlsConf *tls.Config
+	if in.cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(in.cfg.CertFile, in.cfg.KeyFile)
+		if err != nil {
+			return fmt.Errorf("http input %s: load cert_file %s / key_file %s: %w", in.name, in.cfg.CertFile, in.cfg.KeyFile, err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", in.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("http input %s: listen %s: %w", in.name, in.cfg.Listen, err)
+	}
+	in.addr = ln.Addr()
+	in.srv = &http.Server{
+		Handler:           in,
+		ReadHeaderTimeout: in.cfg.ReadTimeout,
+		ReadTimeout:       in.cfg.ReadTimeout,
+		WriteTimeout:      in.cfg.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         tlsConf,
+		ErrorLog:          slog.NewLogLogger(in.log.Handler(), slog.LevelWarn),
+	}
+	in.ready.Store(true)
+	in.connected.Set(1)
+	go func() {
+		defer close(in.served)
+		var err error
+		if tlsConf != nil {
+			err = in.srv.ServeTLS(ln, "", "")
+		} else {
+			err = in.srv.Serve(ln)
+		}
+		in.ready.Store(false)
+		in.connected.Set(0)
+		if !errors.Is(err, http.ErrServerClosed) {
+			in.log.Error("http input stopped serving", "addr", in.addr.String(), "err", err)
+		}
+	}()
+	in.log.Info("http input listening", "addr", in.addr.String(), "path", in.cfg.Path, "tls", tlsConf != nil)
+	return nil
+}
+
+// Addr is the address the input listens on once Start returned (useful with port 0).
+func (in *Input) Addr() net.Addr { return in.addr }
+
+// Ready reports whether the listener is up. Safe from any goroutine.
+func (in *Input) Ready() bool { return in.ready.Load() }
+
+// Close stops accepting requests and shuts the server down gracefully: requests still waiting
+// for their events to settle are answered 503 at once (the client resends; events may be
+// delivered twice, never lost), then Close waits for handlers to return until ctx ends, after
+// which remaining connections are closed. Called once by the engine.
+func (in *Input) Close(ctx context.Context) error {
+	in.once.Do(func() { close(in.closing) })
+	in.ready.Store(false)
+	in.connected.Set(0)
+	if in.srv == nil {
+		return nil
+	}
+	err := in.srv.Shutdown(ctx)
+	if err != nil {
+		_ = in.srv.Close()
+		err = fmt.Errorf("http input %s: shutdown: %w", in.name, err)
+	}
+	<-in.served
+	return err
+}
+
+// ServeHTTP answers one request. It is called by net/http on the connection's goroutine (and
+// directly by tests).
+func (in *Input) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	code := in.serve(w, r)
+	in.requests.WithLabelValues(in.name, strconv.Itoa(code)).Inc()
+}
+
+// errorBody is the JSON body of every non-2xx answer.
+type errorBody struct {
+	Error     string `json:"error"`
+	Index     *int   `json:"index,omitempty"`
+	Attribute string `json:"attribute,omitempty"`
+}
+
+func reply(w http.ResponseWriter, code int, reason string) int {
+	return replyJSON(w, code, errorBody{Error: reason})
+}
+
+func replyJSON(w http.ResponseWriter, code int, b errorBody) int {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(b)
+	return code
+}
+
+func (in *Input) retryLater(w http.ResponseWriter, reason string) int {
+	secs := int((in.cfg.RetryAfter + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return reply(w, http.StatusServiceUnavailable, reason)
+}
+
+// serve handles one request and returns the status it answered.
+func (in *Input) serve(w http.ResponseWriter, r *http.Request) int {
+	if r.URL.Path != in.cfg.Path {
+		return reply(w, http.StatusNotFound, fmt.Sprintf("path %s is not served (use %s)", r.URL.Path, in.cfg.Path))
+	}
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodOptions:
+		return in.handshake(w, r)
+	default:
+		w.Header().Set("Allow", "OPTIONS, POST")
+		return reply(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed (use POST)", r.Method))
+	}
+	if in.cfg.Token != "" && !in.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="turnout"`)
+		return reply(w, http.StatusUnauthorized, "missing or wrong bearer token")
+	}
+	select {
+	case <-in.closing:
+		return in.retryLater(w, "input is shutting down")
+	default:
+	}
+	if r.ContentLength > in.cfg.MaxBodyBytes {
+		return reply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds max_body_bytes %d", r.ContentLength, in.cfg.MaxBodyBytes))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return reply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds max_body_bytes %d", in.cfg.MaxBodyBytes))
+		}
+		return reply(w, http.StatusBadRequest, fmt.Sprintf("reading body: %v", err))
+	}
+	events, err := decodeRequest(r.Header, body)
+	if err != nil {
+		var re *requestError
+		if !errors.As(err, &re) {
+			return reply(w, http.StatusBadRequest, err.Error())
+		}
+		b := errorBody{Error: re.Error(), Attribute: re.Attribute}
+		if re.Index >= 0 {
+			b.Index = &re.Index
+		}
+		in.log.Debug("http input refused request", "remote", r.RemoteAddr, "status", re.Status, "reason", re.Error())
+		return replyJSON(w, re.Status, b)
+	}
+	return in.deliver(w, r, events)
+}
+
+// deliver dispatches events and answers once all settled, one failed, or time ran out.
+func (in *Input) deliver(w http.ResponseWriter, r *http.Request, events []*event.Event) int {
+	// Buffered for every event: settlements arriving after the answer never block the engine.
+	settled := make(chan error, len(events))
+	settle := func(err error) { settled <- err }
+	origin := "http " + in.name + " " + r.URL.Path + " from " + r.RemoteAddr
+	for i, e := range events {
+		// The short context bounds only the wait for room in the engine (backpressure).
+		dctx, cancel := context.WithTimeout(r.Context(), in.cfg.DispatchWait)
+		err := in.d.Dispatch(dctx, &engine.Message{Event: e, Origin: origin}, settle)
+		cancel()
+		if err == nil {
+			continue
+		}
+		switch {
+		case errors.Is(err, engine.ErrClosed):
+			return in.retryLater(w, "engine is shutting down")
+		case r.Context().Err() != nil:
+			// The client is gone; the events already dispatched are settled by the engine and
+			// the client resends what it did not see acknowledged.
+			return 499
+		case errors.Is(err, context.DeadlineExceeded):
+			in.log.Debug("http input saturated", "event", i, "of", len(events))
+			return in.retryLater(w, fmt.Sprintf("input saturated: event %d of %d not taken within %v", i, len(events), in.cfg.DispatchWait))
+		default:
+			return in.retryLater(w, fmt.Sprintf("dispatch event %d: %v", i, err))
+		}
+	}
+	timer := time.NewTimer(in.cfg.RequestTimeout)
+	defer timer.Stop()
+	for n := 0; n < len(events); n++ {
+		select {
+		case err := <-settled:
+			if err != nil {
+				in.log.Debug("http input event not delivered", "err", err)
+				return reply(w, http.StatusBadGateway, fmt.Sprintf("delivery failed, resend the request: %v", err))
+			}
+		case <-timer.C:
+			return reply(w, http.StatusGatewayTimeout, fmt.Sprintf("%d of %d events not settled within request_timeout %v, resend the request", len(events)-n, len(events), in.cfg.RequestTimeout))
+		case <-in.closing:
+			return in.retryLater(w, "input is shutting down before delivery was confirmed")
+		case <-r.Context().Done():
+			return 499
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return http.StatusNoContent
+}
+
+func (in *Input) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h[len(scheme):])), []byte(in.cfg.Token)) == 1
+}
+
+// handshake answers the CloudEvents Web Hook validation request (Web Hook spec section 4.1/4.2).
+// An OPTIONS without WebHook-Request-Origin is a plain OPTIONS and gets 204 with Allow.
+func (in *Input) handshake(w http.ResponseWriter, r *http.Request) int {
+	w.Header().Set("Allow", "OPTIONS, POST")
+	origin := r.Header.Get("WebHook-Request-Origin")
+	if origin == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return http.StatusNoContent
+	}
+	allowed := ""
+	if len(in.cfg.AllowedOrigins) == 0 {
+		allowed = origin
+	}
+	for _, o := range in.cfg.AllowedOrigins {
+		if o == "*" {
+			allowed = "*"
+			break
+		}
+		if strings.EqualFold(o, origin) {
+			allowed = origin
+			break
+		}
+	}
+	if allowed == "" {
+		return reply(w, http.StatusForbidden, fmt.Sprintf("origin %q is not in allowed_origins", origin))
+	}
+	w.Header().Set("WebHook-Allowed-Origin", allowed)
+	rate := "*"
+	if in.cfg.AllowedRate > 0 {
+		rate = strconv.Itoa(in.cfg.AllowedRate)
+	}
+	w.Header().Set("WebHook-Allowed-Rate", rate)
+	w.WriteHeader(http.StatusOK)
+	return http.StatusOK
+}
