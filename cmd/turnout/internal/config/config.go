@@ -162,6 +162,7 @@ type RuleSpec struct {
 	Timeout          *time.Duration `yaml:"timeout"`
 	MemoryLimitPages uint32         `yaml:"memory_limit_pages"`
 	PoolSize         int            `yaml:"pool_size"`
+	AllowClock       bool           `yaml:"allow_clock"`
 }
 
 // Route is one checked route.
@@ -190,6 +191,7 @@ type Rule struct {
 	Timeout          time.Duration
 	MemoryLimitPages uint32
 	PoolSize         int
+	AllowClock       bool
 }
 
 // Load reads and checks the file at path. It returns a non-nil Config whenever the file could be
@@ -321,7 +323,9 @@ func valueLine(n *yaml.Node, keys ...string) int {
 	return line
 }
 
-// keyLine returns the line of key in the mapping n, or n's line when key is absent.
+// KeyLine returns the line of key in the mapping n, or n's line when key is absent.
+func KeyLine(n *yaml.Node, key string) int { return keyLine(n, key) }
+
 func keyLine(n *yaml.Node, key string) int {
 	if n == nil {
 		return 0
@@ -594,7 +598,7 @@ func (cfg *Config) checkRoute(r *Route, n *yaml.Node, key string, inputOwner map
 
 func (cfg *Config) checkRule(s *RuleSpec, n *yaml.Node, line int, key string) *Rule {
 	c := cfg.c
-	r := &Rule{Timeout: DefaultRuleTimeout, MemoryLimitPages: s.MemoryLimitPages, PoolSize: s.PoolSize, Line: line}
+	r := &Rule{Timeout: DefaultRuleTimeout, MemoryLimitPages: s.MemoryLimitPages, PoolSize: s.PoolSize, AllowClock: s.AllowClock, Line: line}
 	if s.File == nil || s.File.Name == "" {
 		c.add(line, key+".file", "missing (the rule's .wasm file)")
 	} else {
@@ -635,7 +639,7 @@ func nodeJSON(n *yaml.Node) ([]byte, error) {
 		return []byte("null"), nil
 	}
 	var v any
-	if err := n.Decode(&v); err != nil {
+	if err := safeDecode(n, &v); err != nil {
 		return nil, err
 	}
 	v, err := jsonable(v)

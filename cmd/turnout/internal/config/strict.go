@@ -47,7 +47,7 @@ func decodeStrict(c *collector, n *yaml.Node, path string, v any) bool {
 	w.check(n, rv.Type().Elem(), path)
 	// Decode even after errors, for a partial result the caller can check further; yaml.v3 skips
 	// unknown keys and leaves bad values zero. Its errors are only new if the walk found none.
-	err := n.Decode(v)
+	err := safeDecode(n, v)
 	if len(c.errs) > before {
 		return false
 	}
@@ -56,6 +56,17 @@ func decodeStrict(c *collector, n *yaml.Node, path string, v any) bool {
 		return false
 	}
 	return true
+}
+
+// safeDecode is n.Decode(v), turning a panic inside yaml.v3 (v3.0.1 panics on some malformed
+// merge keys, found by FuzzLoadConfig) into an error.
+func safeDecode(n *yaml.Node, v any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("line %d: malformed YAML (%v)", n.Line, p)
+		}
+	}()
+	return n.Decode(v)
 }
 
 func lineOf(n *yaml.Node) int {
@@ -141,7 +152,7 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) {
 	pt := reflect.PointerTo(t)
 	if pt.Implements(unmarshalerType) || t.Implements(unmarshalerType) {
 		// The type decodes itself; let it speak for its own node.
-		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		if err := safeDecode(n, reflect.New(t).Interface()); err != nil {
 			addYAMLError(w.c, n, path, err)
 		}
 		return
@@ -219,7 +230,7 @@ func (w *walker) leaf(n *yaml.Node, t reflect.Type, path string) {
 		w.c.add(n.Line, path, "expected %s, got %s", want, describe(n))
 		return
 	}
-	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+	if err := safeDecode(n, reflect.New(t).Interface()); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			w.c.add(n.Line, path, "invalid value %q: expected %s", n.Value, want)

@@ -1,0 +1,119 @@
+package admin
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestEndpoints(t *testing.T) {
+	reg := NewRegistry("1.2.3")
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "turnout_test_events_total", Help: "test"})
+	reg.MustRegister(c)
+	c.Add(3)
+
+	var ready atomic.Bool
+	s := New(Options{Gatherer: reg, Ready: func() (bool, []string) {
+		if ready.Load() {
+			return true, nil
+		}
+		return false, []string{"engine", "input devices"}
+	}})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+
+	t.Run("healthz", func(t *testing.T) {
+		code, body := get(t, srv.URL+"/healthz")
+		if code != 200 || body != "ok\n" {
+			t.Errorf("GET /healthz = %d %q, want 200 ok", code, body)
+		}
+	})
+	t.Run("readyz not ready names the parts", func(t *testing.T) {
+		code, body := get(t, srv.URL+"/readyz")
+		if code != http.StatusServiceUnavailable || body != "not ready: engine, input devices\n" {
+			t.Errorf("GET /readyz = %d %q", code, body)
+		}
+	})
+	t.Run("readyz ready", func(t *testing.T) {
+		ready.Store(true)
+		code, body := get(t, srv.URL+"/readyz")
+		if code != 200 || body != "ready\n" {
+			t.Errorf("GET /readyz = %d %q, want 200 ready", code, body)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		code, body := get(t, srv.URL+"/metrics")
+		if code != 200 {
+			t.Fatalf("GET /metrics = %d", code)
+		}
+		for _, want := range []string{
+			`turnout_build_info{goversion="` + runtime.Version() + `",version="1.2.3"} 1`,
+			"turnout_test_events_total 3",
+			"go_goroutines ",
+			"process_start_time_seconds ",
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+	})
+	t.Run("metrics come from the injected registry only", func(t *testing.T) {
+		g := prometheus.NewCounter(prometheus.CounterOpts{Name: "turnout_global_only_total", Help: "x"})
+		prometheus.MustRegister(g)
+		defer prometheus.Unregister(g)
+		_, body := get(t, srv.URL+"/metrics")
+		if strings.Contains(body, "turnout_global_only_total") {
+			t.Error("/metrics shows a metric of the global registry")
+		}
+	})
+	t.Run("unknown path", func(t *testing.T) {
+		if code, _ := get(t, srv.URL+"/debug"); code != http.StatusNotFound {
+			t.Errorf("GET /debug = %d, want 404", code)
+		}
+	})
+}
+
+func TestServerLifecycle(t *testing.T) {
+	s := New(Options{Listen: "127.0.0.1:0", Gatherer: prometheus.NewRegistry()})
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	code, _ := get(t, "http://"+s.Addr()+"/readyz")
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("readyz without a Ready func = %d, want 503", code)
+	}
+	other := New(Options{Listen: s.Addr(), Gatherer: prometheus.NewRegistry()})
+	if err := other.Start(); err == nil || !strings.Contains(err.Error(), "admin listen") {
+		t.Errorf("second Start on a busy address = %v, want a listen error", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get("http://" + s.Addr() + "/healthz"); err == nil {
+		t.Error("server still answers after Shutdown")
+	}
+}
