@@ -34,6 +34,15 @@ func decode(topic string, payload []byte) *engine.Message {
 		m.Raw = payload
 		return m
 	}
+	for name := range e.Extensions() {
+		// The JSON reader folds case and takes unknown members as extensions: "Data" or "dAtA"
+		// would come back as an extension named "data", which the writer cannot represent.
+		if !validAttrName(name) || name == "data" {
+			m.DecodeErr = fmt.Errorf("mqtt decode structured event from %s: invalid extension attribute name %q", topic, name)
+			m.Raw = payload
+			return m
+		}
+	}
 	m.Event = &e
 	return m
 }
@@ -47,7 +56,7 @@ func encode(e *event.Event) ([]byte, error) {
 		c.DataBase64 = true
 		e = &c
 	}
-	b, err := json.Marshal(e)
+	b, err := e.MarshalJSON() // not json.Marshal: it would HTML-escape the data's bytes
 	if err != nil {
 		return nil, fmt.Errorf("mqtt encode event %s: %w", e.ID(), err)
 	}

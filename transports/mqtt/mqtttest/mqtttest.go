@@ -117,6 +117,7 @@ func (m *Mosquitto) signal(sig syscall.Signal) {
 	if m.cmd == nil {
 		return
 	}
+	_ = m.cmd.Process.Signal(syscall.SIGCONT) // a paused broker cannot handle SIGTERM
 	_ = m.cmd.Process.Signal(sig)
 	select {
 	case <-m.exit:
@@ -125,6 +126,21 @@ func (m *Mosquitto) signal(sig syscall.Signal) {
 		<-m.exit
 	}
 	m.cmd = nil
+}
+
+// Pause freezes the broker (SIGSTOP): connections stay open but nothing is answered, as with a
+// hung broker. Resume undoes it.
+func (m *Mosquitto) Pause() { m.signalOnly(syscall.SIGSTOP) }
+
+// Resume continues a paused broker (SIGCONT).
+func (m *Mosquitto) Resume() { m.signalOnly(syscall.SIGCONT) }
+
+func (m *Mosquitto) signalOnly(sig syscall.Signal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		_ = m.cmd.Process.Signal(sig)
+	}
 }
 
 // Restart starts the broker again on the same port with the same persistence directory (after

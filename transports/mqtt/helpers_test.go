@@ -1,0 +1,221 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnout-router/turnout/engine"
+)
+
+// dispatched is one message the input handed to the test dispatcher.
+type dispatched struct {
+	m      *engine.Message
+	settle engine.SettleFunc
+}
+
+// testDispatcher is the engine's side of the contract for one input: it takes every message
+// (no backpressure) and lets the test settle them.
+type testDispatcher struct{ ch chan dispatched }
+
+func newTestDispatcher() *testDispatcher { return &testDispatcher{ch: make(chan dispatched, 10000)} }
+
+func (d *testDispatcher) Dispatch(ctx context.Context, m *engine.Message, settle engine.SettleFunc) error {
+	select {
+	case d.ch <- dispatched{m, settle}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// next waits for the next dispatched message.
+func (d *testDispatcher) next(t testing.TB, within time.Duration) dispatched {
+	t.Helper()
+	select {
+	case x := <-d.ch:
+		return x
+	case <-time.After(within):
+		t.Fatalf("no message dispatched within %v", within)
+		return dispatched{}
+	}
+}
+
+func uniq(t testing.TB) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	n := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	return n + "-" + hex.EncodeToString(b[:])
+}
+
+func testDeps(t testing.TB) (engine.Deps, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return engine.Deps{Logger: log, Registerer: reg}, reg
+}
+
+func fastConn(url, clientID string) ConnectionConfig {
+	return ConnectionConfig{
+		Brokers:             []string{url},
+		ClientID:            clientID,
+		ConnectTimeout:      2 * time.Second,
+		ReconnectMinBackoff: 50 * time.Millisecond,
+		ReconnectMaxBackoff: 500 * time.Millisecond,
+	}
+}
+
+// startInput builds and starts an input and waits until it is ready; the test's cleanup closes
+// it.
+func startInput(t testing.TB, url, clientID string, topics ...string) (*Input, *testDispatcher, *prometheus.Registry) {
+	t.Helper()
+	deps, reg := testDeps(t)
+	in, err := newInput("in", InputConfig{ConnectionConfig: fastConn(url, clientID), Topics: topics}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDispatcher()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := in.Start(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = in.Close(context.Background()) })
+	waitFor(t, "input ready", 10*time.Second, in.Ready)
+	return in, d, reg
+}
+
+func startOutput(t testing.TB, url string, cfg OutputConfig) *Output {
+	t.Helper()
+	deps, _ := testDeps(t)
+	cfg.ConnectionConfig = fastConn(url, cfg.ClientID)
+	o, err := newOutput("out", cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := o.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Close(context.Background()) })
+	return o
+}
+
+func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawClient connects a plain paho client (auto-ack, clean session) for publishing or observing.
+func rawClient(t testing.TB, url string) paho.Client {
+	t.Helper()
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(uniq(t)).SetCleanSession(true).
+		SetProtocolVersion(4).SetConnectTimeout(2 * time.Second)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("raw client connect %s: %v", url, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+func publish(t testing.TB, c paho.Client, topic string, payload []byte) {
+	t.Helper()
+	tok := c.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// eventPayload returns a structured JSON event with the given id.
+func eventPayload(t testing.TB, id string) []byte {
+	t.Helper()
+	e := event.New()
+	e.SetID(id)
+	e.SetSource("/test")
+	e.SetType("test.event")
+	if err := e.SetData(event.ApplicationJSON, map[string]string{"id": id}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newEvent(id string, extra map[string]string) *event.Event {
+	e := event.New()
+	e.SetID(id)
+	e.SetSource("/test")
+	e.SetType("test.event")
+	for k, v := range extra {
+		e.SetExtension(k, v)
+	}
+	_ = e.SetData(event.ApplicationJSON, map[string]string{"id": id})
+	return &e
+}
+
+// dropSession removes a persistent session from the broker (connect with clean session).
+func dropSession(t testing.TB, url, clientID string) {
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(clientID).SetCleanSession(true).SetProtocolVersion(4)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+		c.Disconnect(100)
+	}
+}
+
+// counterValue reads a counter or gauge from reg by name and labels.
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			if m.Gauge != nil {
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+func eventID(t testing.TB, x dispatched) string {
+	t.Helper()
+	if x.m.DecodeErr != nil {
+		t.Fatalf("unexpected decode error: %v", x.m.DecodeErr)
+	}
+	return x.m.Event.ID()
+}
+

@@ -1,0 +1,208 @@
+package mqtt
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+)
+
+// expectIDs reads len(want) dispatched messages and checks their event ids, in order. settle,
+// when not nil, settles each one.
+func expectIDs(t *testing.T, d *testDispatcher, want []string, settle func(i int, x dispatched)) {
+	t.Helper()
+	for i, id := range want {
+		x := d.next(t, 10*time.Second)
+		if got := eventID(t, x); got != id {
+			t.Fatalf("message %d: got event %q, want %q", i, got, id)
+		}
+		if settle != nil {
+			settle(i, x)
+		}
+	}
+}
+
+func ids(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s%d", prefix, i))
+	}
+	return out
+}
+
+func TestInputDispatchAndAck(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	in, d, reg := startInput(t, url, id, topic)
+	pub := rawClient(t, url)
+
+	publish(t, pub, topic, eventPayload(t, "a"))
+	x := d.next(t, 10*time.Second)
+	if eventID(t, x) != "a" || x.m.Origin != topic {
+		t.Fatalf("dispatched %v from %q", x.m.Event, x.m.Origin)
+	}
+	if v := metricValue(t, reg, "turnout_transport_connected", map[string]string{"transport": "mqtt", "name": "in"}); v != 1 {
+		t.Errorf("turnout_transport_connected = %v while connected, want 1", v)
+	}
+	x.settle(nil)
+	if err := in.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if in.Ready() {
+		t.Error("Ready() after Close")
+	}
+
+	// The acknowledged message must not come back; a message published meanwhile must.
+	publish(t, pub, topic, eventPayload(t, "marker"))
+	_, d2, _ := startInput(t, url, id, topic)
+	expectIDs(t, d2, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+func TestInputRejectRedelivers(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	_, d, reg := startInput(t, url, id, topic)
+	pub := rawClient(t, url)
+
+	payload := eventPayload(t, "a")
+	publish(t, pub, topic, payload)
+	x := d.next(t, 10*time.Second)
+	x.settle(errors.New("output down"))
+
+	again := d.next(t, 10*time.Second)
+	if eventID(t, again) != "a" {
+		t.Fatalf("redelivered %v", again.m.Event)
+	}
+	b, _ := again.m.Event.MarshalJSON()
+	x0, _ := x.m.Event.MarshalJSON()
+	if !bytes.Equal(b, x0) {
+		t.Errorf("redelivered event differs:\n%s\n%s", b, x0)
+	}
+	if v := metricValue(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 1 {
+		t.Errorf("turnout_mqtt_redelivered_total = %v, want 1 (DUP=1 on the redelivery)", v)
+	}
+	again.settle(nil)
+
+	publish(t, pub, topic, eventPayload(t, "marker"))
+	expectIDs(t, d, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+// TestInputOrderedAcksAndRejectBurst settles twenty messages in order and rejects three of
+// them: one reconnect serves the whole burst, the acknowledged messages before the first
+// rejection never come back, and everything from the first rejection on comes back once, in
+// order (PUBACKs are never sent out of order, so those behind a rejection are not acked).
+func TestInputOrderedAcksAndRejectBurst(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	_, d, reg := startInput(t, url, id, topic)
+	pub := rawClient(t, url)
+
+	all := ids("m", 0, 20)
+	for _, e := range all {
+		publish(t, pub, topic, eventPayload(t, e))
+	}
+	var first []dispatched // all twenty are dispatched before any is settled
+	expectIDs(t, d, all, func(_ int, x dispatched) { first = append(first, x) })
+	for i, x := range first {
+		if i == 5 || i == 7 || i == 9 {
+			x.settle(fmt.Errorf("reject %d", i))
+			continue
+		}
+		x.settle(nil)
+	}
+	expectIDs(t, d, all[5:], func(_ int, x dispatched) { x.settle(nil) })
+	if v := metricValue(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 15 {
+		t.Errorf("turnout_mqtt_redelivered_total = %v, want 15", v)
+	}
+	publish(t, pub, topic, eventPayload(t, "marker"))
+	expectIDs(t, d, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+func TestInputMalformedPayloadIsDispatched(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	_, d, _ := startInput(t, url, id, topic)
+	pub := rawClient(t, url)
+
+	publish(t, pub, topic, []byte("{not an event"))
+	x := d.next(t, 10*time.Second)
+	if x.m.DecodeErr == nil || x.m.Event != nil {
+		t.Fatalf("want DecodeErr, got event %v", x.m.Event)
+	}
+	if string(x.m.Raw) != "{not an event" || x.m.Origin != topic {
+		t.Errorf("Raw = %q, Origin = %q", x.m.Raw, x.m.Origin)
+	}
+	x.settle(nil) // the engine dead-lettered it
+	publish(t, pub, topic, eventPayload(t, "marker"))
+	expectIDs(t, d, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+// TestInputReceivesQueuedMessagesAtStart checks that messages queued in the session while
+// turnout was away are dispatched, including those arriving right after CONNACK.
+func TestInputReceivesQueuedMessagesAtStart(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	in, _, _ := startInput(t, url, id, topic) // creates the session and subscription
+	if err := in.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	pub := rawClient(t, url)
+	want := ids("q", 0, 30)
+	for _, e := range want {
+		publish(t, pub, topic, eventPayload(t, e))
+	}
+	_, d, _ := startInput(t, url, id, topic)
+	expectIDs(t, d, want, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+func TestInputConfigErrorsNameTheKey(t *testing.T) {
+	deps, _ := testDeps(t)
+	base := func() InputConfig {
+		return InputConfig{ConnectionConfig: ConnectionConfig{Brokers: []string{"tcp://127.0.0.1:1883"}, ClientID: "x"}, Topics: []string{"a/#"}}
+	}
+	cases := []struct {
+		name, key string
+		mod       func(*InputConfig)
+	}{
+		{"no brokers", "brokers", func(c *InputConfig) { c.Brokers = nil }},
+		{"bad scheme", "brokers[0]", func(c *InputConfig) { c.Brokers = []string{"http://x:1"} }},
+		{"no port", "brokers[0]", func(c *InputConfig) { c.Brokers = []string{"tcp://x"} }},
+		{"no client id", "client_id", func(c *InputConfig) { c.ClientID = "" }},
+		{"no topics", "topics", func(c *InputConfig) { c.Topics = nil }},
+		{"bad filter", "topics[1]", func(c *InputConfig) { c.Topics = []string{"a", "a/#/b"} }},
+		{"bad plus", "topics[0]", func(c *InputConfig) { c.Topics = []string{"a+"} }},
+		{"password alone", "password", func(c *InputConfig) { c.Password = "p" }},
+		{"cert without key", "tls.cert_file", func(c *InputConfig) { c.TLS.CertFile = "c.pem" }},
+		{"missing CA", "tls.ca_file", func(c *InputConfig) { c.TLS.CAFile = "/nonexistent.pem" }},
+		{"backoff order", "reconnect_max_backoff", func(c *InputConfig) {
+			c.ReconnectMinBackoff = time.Second
+			c.ReconnectMaxBackoff = time.Millisecond
+		}},
+		{"keepalive", "keepalive", func(c *InputConfig) { c.KeepAlive = time.Millisecond }},
+		{"receive buffer", "receive_buffer", func(c *InputConfig) { c.ReceiveBuffer = -1 }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := base()
+			c.mod(&cfg)
+			_, err := newInput("in", cfg, deps)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !bytes.Contains([]byte(err.Error()), []byte(c.key)) {
+				t.Errorf("error %q does not name %q", err, c.key)
+			}
+		})
+	}
+	if _, err := newInput("ok", base(), deps); err != nil {
+		t.Errorf("valid configuration refused: %v", err)
+	}
+}
