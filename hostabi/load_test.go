@@ -1,0 +1,114 @@
+package hostabi
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestLoadRefuses(t *testing.T) {
+	h := newTestHost(t)
+	attrroute := buildRule(t, "filters/rules/attrroute")
+	withImport := func(mod, fn string, params, results []byte) []byte {
+		m := tinyRule(1, nil)
+		m.imports = []wimport{{mod, fn, params, results}}
+		return m.bytes()
+	}
+	noDecide := tinyRule(1, nil)
+	noDecide.funcs = noDecide.funcs[:2]
+	noMarker := tinyRule(1, nil)
+	noMarker.funcs = noMarker.funcs[1:]
+	wrongType := tinyRule(1, nil)
+	wrongType.funcs[2].results = []byte{tI32}
+	wrongType.funcs[2].body = i32const(0)
+	noMemory := tinyRule(1, nil)
+	noMemory.noMemory, noMemory.data = true, nil
+	bigMemory := tinyRule(1, nil)
+	bigMemory.memMin = 600
+	badInitType := tinyRule(1, nil)
+	badInitType.funcs = append(badInitType.funcs, wfunc{export: "turnout_init", params: []byte{tI32}, results: []byte{tI64}, body: i64const(0x7fff0000<<32 | 16)})
+
+	tests := []struct {
+		name  string
+		wasm  []byte
+		opts  RuleOptions
+		wants []string
+	}{
+		{"empty", nil, RuleOptions{}, []string{"not a WebAssembly module"}},
+		{"json instead of wasm", []byte(`{"rule":"attrroute"}`), RuleOptions{}, []string{"not a WebAssembly module"}},
+		{"component binary", []byte("\x00asm\x0d\x00\x01\x00"), RuleOptions{}, []string{"not a WebAssembly core module"}},
+		{"truncated module", wmod{raw: []byte{1, 0x20, 0x01}}.bytes(), RuleOptions{}, []string{"compile:"}},
+		{"missing decide export", noDecide.bytes(), RuleOptions{}, []string{"missing export turnout_decide (i32) -> (i64)"}},
+		{"no ABI marker", noMarker.bytes(), RuleOptions{}, []string{"no ABI marker (turnout_abi_version)", "missing export turnout_abi_version () -> (i32)"}},
+		{"mistyped export", wrongType.bytes(), RuleOptions{}, []string{"export turnout_decide has type (i32) -> (i32), want (i32) -> (i64)"}},
+		{"no exported memory", noMemory.bytes(), RuleOptions{}, []string{"missing export memory"}},
+		{"ABI newer than host", tinyRule(2, nil).bytes(), RuleOptions{}, []string{"module speaks rule ABI v2, newer than this host's v1", "upgrade turnout"}},
+		{"ABI version zero", tinyRule(0, nil).bytes(), RuleOptions{}, []string{"module reports rule ABI version 0"}},
+		{"import outside the allowed modules", withImport("env", "fetch", []byte{tI32}, []byte{tI32}), RuleOptions{}, []string{"imports outside the allowed set", "env.fetch"}},
+		{"WASI filesystem import", withImport("wasi_snapshot_preview1", "path_open", []byte{tI32}, []byte{tI32}), RuleOptions{}, []string{"imports outside the allowed set", "wasi_snapshot_preview1.path_open"}},
+		{"WASI socket import", withImport("wasi_snapshot_preview1", "sock_accept", []byte{tI32, tI32, tI32}, []byte{tI32}), RuleOptions{}, []string{"wasi_snapshot_preview1.sock_accept"}},
+		{"clock not granted", withImport("turnout", "now_unix_nano", nil, []byte{tI64}), RuleOptions{}, []string{"turnout.now_unix_nano (the clock is not granted to this rule)"}},
+		{"memory minimum above default cap", bigMemory.bytes(), RuleOptions{}, []string{"memory minimum above the cap of 512 pages", "min 600 pages"}},
+		{"memory minimum above explicit cap", bigMemory.bytes(), RuleOptions{MemoryLimitPages: 64}, []string{"memory minimum above the cap of 64 pages"}},
+		{"config for a rule without init", tinyRule(1, nil).bytes(), RuleOptions{Config: []byte(`{"a":1}`)}, []string{"exports no turnout_init"}},
+		{"init message outside memory", badInitType.bytes(), RuleOptions{}, []string{"init failed (its message is outside memory)"}},
+		{"init refuses bad JSON", attrroute, RuleOptions{Config: []byte(`{"filters":`)}, []string{"init refused the configuration: attrroute config: unexpected EOF"}},
+		{"init refuses unknown key", attrroute, RuleOptions{Config: []byte(`{"filter":[]}`)}, []string{`init refused the configuration: attrroute config: json: unknown field "filter"`}},
+		{"init refuses filter without outputs", attrroute, RuleOptions{Config: []byte(`{"filters":[{"attribute":"type","exact":"a"}]}`)}, []string{"filters[0]: outputs: at least one output is required"}},
+		{"init refuses two match kinds", attrroute, RuleOptions{Config: []byte(`{"filters":[{"attribute":"type","exact":"a","prefix":"b","outputs":["x"]}]}`)}, []string{"filters[0]: exactly one of exact, prefix, suffix is required"}},
+		{"passthrough without outputs", buildRule(t, "filters/rules/passthrough"), RuleOptions{Config: []byte(`{}`)}, []string{"passthrough config: outputs: at least one output is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Name = "under-test"
+			r, err := h.Load(context.Background(), tt.wasm, tt.opts)
+			if tt.wants == nil {
+				if err != nil {
+					t.Fatalf("Load: %v, want success", err)
+				}
+				r.Close(context.Background())
+				return
+			}
+			if err == nil {
+				r.Close(context.Background())
+				t.Fatal("Load succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), "hostabi load rule under-test (version ") {
+				t.Errorf("error %q does not name the rule and version", err)
+			}
+			for _, w := range tt.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadAccepts(t *testing.T) {
+	h := newTestHost(t)
+	clock := tinyRule(1, nil)
+	clock.imports = []wimport{{"turnout", "now_unix_nano", nil, []byte{tI64}}}
+	small := tinyRule(1, nil)
+	small.memMin = 8
+	tests := []struct {
+		name string
+		wasm []byte
+		opts RuleOptions
+	}{
+		{"clock granted", clock.bytes(), RuleOptions{AllowClock: true}},
+		{"memory minimum equal to cap", small.bytes(), RuleOptions{MemoryLimitPages: 8}},
+		{"go rule with config", buildRule(t, "filters/rules/passthrough"), RuleOptions{Config: []byte(`{"outputs":["a"]}`)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := h.load(t, tt.wasm, tt.opts)
+			if len(r.Version()) != 12 {
+				t.Errorf("Version() = %q, want 12 hex digits", r.Version())
+			}
+			if r.gauge() != 1 {
+				t.Errorf("instances gauge = %v after Load, want 1 (the proven instance is kept)", r.gauge())
+			}
+		})
+	}
+}
