@@ -107,6 +107,9 @@ func decodeStructured(body []byte, index int) (*event.Event, error) {
 // decodeBatch decodes a JSON array of events in the JSON event format ([CE-JSON-4]).
 func decodeBatch(body []byte) ([]*event.Event, error) {
 	var raw []json.RawMessage
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '[' {
+		return nil, badRequest(-1, "", "batch is not a JSON array of events")
+	}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, badRequest(-1, "", "batch is not a JSON array of events: %v", err)
 	}

@@ -333,6 +333,7 @@ func TestMalformed(t *testing.T) {
 		{name: "structured wrong specversion", headers: hdr("Content-Type", "application/cloudevents+json"), body: `{"specversion":"2.0","id":"1","source":"/s","type":"t"}`, status: 400, index: -1, attribute: "specversion"},
 		{name: "structured bad JSON", headers: hdr("Content-Type", "application/cloudevents+json"), body: `{"specversion":"1.0","id":`, status: 400, index: -1},
 		{name: "batch not an array", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: ok, status: 400, index: -1, reason: "array"},
+		{name: "batch null", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "null", status: 400, index: -1, reason: "array"},
 		{name: "batch element 1 missing source", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + `,{"specversion":"1.0","id":"b1","type":"t"}]`, status: 400, index: 1, attribute: "source"},
 		{name: "batch element 2 not an object", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + "," + ok + `,"x"]`, status: 400, index: 2},
 		{name: "unsupported structured format", headers: hdr("Content-Type", "application/cloudevents+xml"), body: "<e/>", status: 415, index: -1},
