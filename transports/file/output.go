@@ -25,6 +25,10 @@
 // Each line is the event in the CloudEvents JSON format ([CE-JSON-3]); data that is not JSON
 // under a JSON media type, or not UTF-8 text otherwise, is written as data_base64 ([CE-JSON-3.1])
 // so nothing is lost. JSON data is compacted so that a line holds exactly one event.
+//
+// A write that fails half-way (disk full) can leave a partial line; the output ends it with a
+// newline before the next batch, and the events of the failed batch are reported as not
+// confirmed (the engine retries them). Readers should skip a line that does not parse.
 package file
 
 import (
