@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -58,6 +59,8 @@ type Broker struct {
 	dropped prometheus.Counter
 	refused prometheus.Counter
 
+	seq     atomic.Int64 // publish sequence, see brokerHook.OnPublish
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -99,7 +102,7 @@ func NewBroker(cfg BrokerConfig, deps engine.Deps) (*Broker, error) {
 	}
 
 	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumInflight = brokerInflightCap           // per-session queue of QoS>0 messages
+	caps.MaximumInflight = brokerInflightCap            // per-session queue of QoS>0 messages
 	caps.MaximumClientWritesPending = brokerInflightCap // a full write queue drops a message
 	caps.MaximumMessageExpiryInterval = 0               // never expire queued messages
 	caps.ReceiveMaximum = math.MaxUint16                // QoS>0 PUBLISHes a client may have unacked
@@ -224,6 +227,12 @@ func (h *brokerHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pac
 			}
 		}
 	}
+	// The broker library resends a session's queued messages sorted by Created, a time in
+	// seconds, so messages of the same second came back in random order. A sequence number
+	// restores publish order ([MQTT-4.6.0] ordering); Created serves nothing else here because
+	// message expiry is off (MaximumMessageExpiryInterval 0). The library compares only its low
+	// 16 bits: the order can still break where the sequence wraps, every 65536 messages.
+	pk.Created = h.b.seq.Add(1)
 	return pk, nil
 }
 
@@ -245,6 +254,10 @@ func (h *brokerHook) OnPublishDropped(cl *mochi.Client, pk packets.Packet) {
 }
 
 func (h *brokerHook) OnQosDropped(cl *mochi.Client, pk packets.Packet) {
+	if cl.IsTakenOver() || cl.Properties.Clean {
+		// Moved to the session's new connection, or a clean session ended as its client asked.
+		return
+	}
 	h.b.dropped.Inc()
 	h.b.log.Error("mqtt broker dropped a queued message", "client", cl.ID, "packet_id", pk.PacketID)
 }

@@ -218,4 +218,3 @@ func eventID(t testing.TB, x dispatched) string {
 	}
 	return x.m.Event.ID()
 }
-

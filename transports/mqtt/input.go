@@ -95,11 +95,11 @@ func newInput(name string, cfg InputConfig, deps engine.Deps) (*Input, error) {
 	in := &Input{
 		name:        name,
 		redelivered: redelivered,
-		cfg:     cfg,
-		log:     log.With("input", name),
-		recv:    make(chan received, cfg.ReceiveBuffer),
-		wake:    make(chan struct{}, 1),
-		stopped: make(chan struct{}),
+		cfg:         cfg,
+		log:         log.With("input", name),
+		recv:        make(chan received, cfg.ReceiveBuffer),
+		wake:        make(chan struct{}, 1),
+		stopped:     make(chan struct{}),
 	}
 	opts, err := cfg.clientOptions(cfg.ClientID)
 	if err != nil {

@@ -1,0 +1,163 @@
+package mqtt
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func startBroker(t testing.TB, cfg BrokerConfig) (*Broker, *prometheus.Registry) {
+	t.Helper()
+	deps, reg := testDeps(t)
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	b, err := NewBroker(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b, reg
+}
+
+func TestBrokerStartStop(t *testing.T) {
+	b, _ := startBroker(t, BrokerConfig{Enabled: true})
+	addr := b.Addr()
+	if strings.HasSuffix(addr, ":0") {
+		t.Fatalf("Addr() = %q, want the bound port", addr)
+	}
+	c := rawClient(t, "tcp://"+addr)
+	if !c.IsConnectionOpen() {
+		t.Fatal("client not connected to the embedded broker")
+	}
+	if err := b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "client disconnected by Close", 5*time.Second, func() bool { return !c.IsConnectionOpen() })
+	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		conn.Close()
+		t.Fatal("broker still accepts connections after Close")
+	}
+}
+
+func TestBrokerConfigErrors(t *testing.T) {
+	deps, _ := testDeps(t)
+	for _, c := range []struct {
+		name, key string
+		cfg       BrokerConfig
+	}{
+		{"queue too large", "broker.max_queued", BrokerConfig{MaxQueued: 70000}},
+		{"password alone", "broker.password", BrokerConfig{Password: "p"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := NewBroker(c.cfg, deps)
+			if err == nil || !strings.Contains(err.Error(), c.key) {
+				t.Fatalf("error %v does not name %q", err, c.key)
+			}
+		})
+	}
+	b, err := NewBroker(BrokerConfig{Listen: "127.0.0.1:0"}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	deps2, _ := testDeps(t)
+	other, err := NewBroker(BrokerConfig{Listen: b.Addr()}, deps2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(t.Context()); err == nil {
+		other.Close(context.Background())
+		t.Fatal("a second broker started on a port already in use")
+	}
+}
+
+func TestBrokerAuth(t *testing.T) {
+	b, _ := startBroker(t, BrokerConfig{Username: "turnout", Password: "s3cret"})
+	url := "tcp://" + b.Addr()
+	for _, c := range []struct {
+		name, user, pass string
+		ok               bool
+	}{
+		{"right credentials", "turnout", "s3cret", true},
+		{"wrong password", "turnout", "nope", false},
+		{"anonymous", "", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := paho.NewClientOptions().AddBroker(url).SetClientID(uniq(t)).SetProtocolVersion(4).
+				SetUsername(c.user).SetPassword(c.pass).SetConnectTimeout(2 * time.Second)
+			cl := paho.NewClient(o)
+			tok := cl.Connect()
+			tok.WaitTimeout(5 * time.Second)
+			if (tok.Error() == nil) != c.ok {
+				t.Fatalf("connect error = %v, want ok=%v", tok.Error(), c.ok)
+			}
+			cl.Disconnect(50)
+		})
+	}
+}
+
+// TestBrokerCarriesEventsEndToEnd runs the output and the input against the embedded broker.
+func TestBrokerCarriesEventsEndToEnd(t *testing.T) {
+	b, _ := startBroker(t, BrokerConfig{})
+	url := "tcp://" + b.Addr()
+	_, d, _ := startInput(t, url, uniq(t), "alarms/#")
+	out := startOutput(t, url, OutputConfig{TopicTemplate: "alarms/{type}"})
+	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	want := ids("b", 0, 20)
+	for _, id := range want {
+		if err := out.Send(t.Context(), newEvent(id, nil)); err != nil {
+			t.Fatalf("Send %s: %v", id, err)
+		}
+	}
+	expectIDs(t, d, want, func(_ int, x dispatched) {
+		if x.m.Origin != "alarms/test.event" {
+			t.Errorf("Origin = %q", x.m.Origin)
+		}
+		x.settle(nil)
+	})
+}
+
+// TestBrokerRefusesInsteadOfDropping fills an offline persistent session to max_queued: the
+// next publication must fail for the publisher (no PUBACK), never be accepted and dropped, and
+// the session must still hold every accepted message.
+func TestBrokerRefusesInsteadOfDropping(t *testing.T) {
+	b, reg := startBroker(t, BrokerConfig{MaxQueued: 3})
+	url := "tcp://" + b.Addr()
+	id := uniq(t)
+	in, _, _ := startInput(t, url, id, "q/#") // creates the persistent session
+	if err := in.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	out := startOutput(t, url, OutputConfig{Topic: "q/x"})
+	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	for _, e := range ids("q", 0, 3) {
+		if err := out.Send(t.Context(), newEvent(e, nil)); err != nil {
+			t.Fatalf("Send %s: %v", e, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := out.Send(ctx, newEvent("overflow", nil)); err == nil {
+		t.Fatal("the broker confirmed a message beyond max_queued")
+	}
+	if v := metricValue(t, reg, "turnout_broker_publishes_refused_total", nil); v < 1 {
+		t.Errorf("turnout_broker_publishes_refused_total = %v, want >= 1", v)
+	}
+	if v := metricValue(t, reg, "turnout_broker_messages_dropped_total", nil); v != 0 {
+		t.Errorf("turnout_broker_messages_dropped_total = %v, want 0", v)
+	}
+	_, d, _ := startInput(t, url, id, "q/#")
+	expectIDs(t, d, ids("q", 0, 3), func(_ int, x dispatched) { x.settle(nil) })
+}
