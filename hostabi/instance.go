@@ -95,7 +95,7 @@ func (inst *instance) decodeDecision(b []byte, e *event.Event) (engine.Decision,
 	case wire.ActionRoute:
 		d.Action = engine.ActionRoute
 		if dv.NumOutputs() == 0 {
-			return d, decodeErr("route decision names no output")
+			return engine.Decision{}, decodeErr("route decision names no output")
 		}
 		if outs, ok := inst.outputs[string(dv.OutputsRaw)]; ok {
 			d.Outputs = outs
@@ -232,7 +232,13 @@ func encodeEvent(w *wire.EventWriter, e *event.Event) {
 		w.AttrAbsent()
 	}
 	w.Extensions()
-	for name, v := range e.Extensions() {
+	exts := map[string]any(nil)
+	if ec != nil {
+		exts = ec.Extensions // e.Extensions() returns a copy
+	} else {
+		exts = e.Extensions()
+	}
+	for name, v := range exts {
 		switch v := v.(type) {
 		case string:
 			w.Extension(name, v)

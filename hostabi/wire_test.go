@@ -1,0 +1,183 @@
+package hostabi
+
+import (
+	"bytes"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/turnout-router/turnout/hostabi/wire"
+)
+
+// checkRoundTrip encodes e, parses the bytes as a guest would and compares every field.
+func checkRoundTrip(t *testing.T, e *event.Event) {
+	t.Helper()
+	var w wire.EventWriter
+	encodeEvent(&w, e)
+	var v wire.EventView
+	if err := v.Parse(w.Buf); err != nil {
+		t.Fatalf("parse of an encoded event: %v", err)
+	}
+	attr := func(i int) string {
+		b, _ := v.Attr(i)
+		return string(b)
+	}
+	want := [wire.NumAttrs]string{e.ID(), e.Source(), e.SpecVersion(), e.Type(), e.DataContentType(), e.DataSchema(), e.Subject(), ""}
+	if !e.Time().IsZero() {
+		want[wire.AttrTime] = e.Time().UTC().Format(time.RFC3339Nano)
+	}
+	for i, w := range want {
+		if got := attr(i); got != w {
+			t.Errorf("attribute %s = %q, want %q", wire.AttrNames[i], got, w)
+		}
+	}
+	if v.NumExtensions() != len(e.Extensions()) {
+		t.Errorf("%d extensions, want %d", v.NumExtensions(), len(e.Extensions()))
+	}
+	for name, val := range e.Extensions() {
+		got, ok := v.LookupExtension(name)
+		s, _ := event.EventContextV1{Extensions: map[string]any{name: val}}.GetExtension(name)
+		if ws, _ := s.(string); ok && ws != "" && string(got) != ws {
+			t.Errorf("extension %s = %q, want %q", name, got, ws)
+		}
+		if !ok {
+			t.Errorf("extension %s missing", name)
+		}
+	}
+	data, has := v.Data()
+	if has != (e.Data() != nil) || !bytes.Equal(data, e.Data()) {
+		t.Errorf("data = %q (present %v), want %q", data, has, e.Data())
+	}
+}
+
+func TestEncodeEvent(t *testing.T) {
+	full := event.New()
+	full.SetID("a1")
+	full.SetSource("https://gw.example/homes/3?x=1")
+	full.SetType("care.alarm.fall")
+	full.SetSubject("room 4")
+	full.SetDataSchema("https://schemas.example/alarm.json")
+	full.SetTime(time.Date(2026, 1, 2, 3, 4, 5, 600, time.FixedZone("x", 3600)))
+	full.SetExtension("region", "north")
+	full.SetExtension("priority", 3)
+	full.SetExtension("test", true)
+	if err := full.SetData("application/json", []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	minimal := event.New()
+	minimal.SetID("b")
+	minimal.SetSource("urn:device:7")
+	minimal.SetType("t")
+	empty := event.New()
+	empty.SetID("c")
+	empty.SetSource("/s")
+	empty.SetType("t")
+	empty.DataEncoded = []byte{}
+	for name, e := range map[string]*event.Event{"all attributes": &full, "required only": &minimal, "empty data": &empty} {
+		t.Run(name, func(t *testing.T) { checkRoundTrip(t, e) })
+	}
+	t.Run("time is UTC RFC 3339", func(t *testing.T) {
+		var w wire.EventWriter
+		encodeEvent(&w, &full)
+		var v wire.EventView
+		if err := v.Parse(w.Buf); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := v.Attr(wire.AttrTime); string(got) != "2026-01-02T02:04:05.0000006Z" {
+			t.Errorf("time = %q", got)
+		}
+	})
+}
+
+// TestEncodeEventDoesNotAllocate: the host encodes each event into a reused buffer.
+func TestEncodeEventDoesNotAllocate(t *testing.T) {
+	e := newEvent("care.alarm.fall")
+	e.SetSubject("room 4")
+	e.SetTime(time.Now())
+	e.SetExtension("region", "north")
+	e.SetExtension("priority", 2)
+	_ = e.SetData("application/json", bytes.Repeat([]byte("x"), 200))
+	var w wire.EventWriter
+	encodeEvent(&w, e)
+	if n := testing.AllocsPerRun(100, func() { encodeEvent(&w, e) }); n != 0 {
+		t.Errorf("encodeEvent allocates %v times per event, want 0", n)
+	}
+}
+
+func TestAppendURL(t *testing.T) {
+	for _, s := range []string{
+		"/sensors/kitchen", "sensors/kitchen", "urn:device:pendant-7", "https://gw.example/homes/3",
+		"https://gw.example", "https://user@gw.example/x", "https://gw.example/a b", "//host/x",
+		"https://gw.example/x?y=1#f", "mailto:someone@example.org", "a:b/c", "./a:b", "https://[::1]:80/x",
+		"https://gw.example:8443/a/b.c_d~e", "/a%2Fb", "x", "",
+	} {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		var w wire.EventWriter
+		w.Buf = w.Buf[:0]
+		appendURL(&w, u)
+		got := string(w.Buf[4:])
+		if got != u.String() {
+			t.Errorf("appendURL(%q) = %q, want %q (url.URL.String)", s, got, u.String())
+		}
+	}
+}
+
+func FuzzEventRoundTrip(f *testing.F) {
+	f.Add("id", "/src", "type", "subject", "ext", "value", []byte(`{"a":1}`), int64(0))
+	f.Add("", "urn:x:y", "t", "", "region", "", []byte(nil), int64(1700000000123456789))
+	f.Fuzz(func(t *testing.T, id, source, typ, subject, extName, extValue string, data []byte, ts int64) {
+		e := event.New()
+		e.SetID(id)
+		e.SetSource(source)
+		e.SetType(typ)
+		e.SetSubject(subject)
+		if ts != 0 {
+			e.SetTime(time.Unix(0, ts))
+		}
+		e.SetExtension(extName, extValue)
+		if data != nil {
+			e.DataEncoded = data
+		}
+		if e.Validate() != nil {
+			return
+		}
+		checkRoundTrip(t, &e)
+	})
+}
+
+// FuzzDecodeDecision feeds arbitrary bytes to the host's decision decoder: it must return a
+// decision or an error, never panic, and a route decision always names an output.
+func FuzzDecodeDecision(f *testing.F) {
+	f.Add(dropDecision)
+	f.Add(wire.AppendMutation(wire.AppendDecision(nil, wire.ActionRoute, []string{"a", "b"}, "", 1), wire.OpSetExtension, "seen", "yes"))
+	f.Add(wire.AppendDecision(nil, wire.ActionFail, nil, "bad", 0))
+	f.Add(wire.AppendMutation(wire.AppendDecision(nil, wire.ActionRoute, []string{"a"}, "", 1), wire.OpSetAttribute, "time", "2026-01-01T00:00:00Z"))
+	f.Add(wire.AppendMutation(wire.AppendDecision(nil, wire.ActionRoute, []string{"a"}, "", 1), wire.OpSetData, "", "xyz"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		inst := &instance{outputs: map[string][]string{}}
+		in := newEvent("fuzz")
+		d, err := inst.decodeDecision(b, in)
+		if err != nil {
+			if d.Action != 0 {
+				t.Fatalf("error %v with a decision %+v", err, d)
+			}
+			return
+		}
+		if d.Action == 0 || (d.Action.String() == "route" && len(d.Outputs) == 0) {
+			t.Fatalf("accepted decision %+v", d)
+		}
+		if d.Event != nil {
+			if err := d.Event.Validate(); err != nil {
+				t.Fatalf("accepted an invalid mutated event: %v", err)
+			}
+		}
+		if in.Type() != "fuzz" || len(in.Extensions()) != 0 {
+			t.Fatalf("decoder modified the input event")
+		}
+	})
+}
