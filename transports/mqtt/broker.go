@@ -59,7 +59,7 @@ type Broker struct {
 	dropped prometheus.Counter
 	refused prometheus.Counter
 
-	seq     atomic.Int64 // publish sequence, see brokerHook.OnPublish
+	seq atomic.Int64 // publish sequence, see brokerHook.OnPublish
 
 	mu      sync.Mutex
 	started bool

@@ -38,9 +38,11 @@ type ConnectionConfig struct {
 	// ConnectTimeout bounds one connection attempt to one broker, and a network write
 	// (default 10s).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ReconnectMinBackoff is the wait before the first reconnect attempt after a lost
-	// connection; it doubles on each failed attempt up to ReconnectMaxBackoff (default 500ms).
-	// An input also waits this long before resuming its session after a rejected message.
+	// ReconnectMinBackoff is the wait before reconnecting after a lost connection; it doubles
+	// on each failed attempt, and on each connection that lasted less than 10s, up to
+	// ReconnectMaxBackoff (default 500ms). An input also drops its connection when the engine
+	// rejects a message and resumes the session after this backoff (doubling while rejections
+	// follow each other with no message acknowledged in between).
 	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
 	// ReconnectMaxBackoff caps the reconnect wait (default 30s).
 	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`

@@ -17,6 +17,10 @@ import (
 // reach the network, in milliseconds.
 const disconnectQuiesce = 250
 
+// stableConnection is how long a connection must have lasted for its end to restart the
+// reconnect backoff at its minimum.
+const stableConnection = 10 * time.Second
+
 // session owns one paho client and keeps it connected: it connects, reconnects with backoff
 // after a lost connection, and reconnects on request (an input's rejected message). paho's own
 // reconnect logic is off.
@@ -41,7 +45,8 @@ type session struct {
 	connected  atomic.Bool
 	healthy    atomic.Bool // an input acknowledged a message since the last reconnect request
 	lost       chan error  // connection lost (from paho's handler)
-	kick       chan uint64 // reconnect request for a generation
+	kickGen    atomic.Uint64 // the generation a reconnect was last requested for
+	kick       chan struct{} // signals a reconnect request (capacity 1)
 	stop       context.CancelFunc
 	done       chan struct{}
 	startOnce  sync.Once
@@ -55,7 +60,7 @@ func newSession(name, kind string, cfg ConnectionConfig, opts *paho.ClientOption
 		log:   log,
 		gauge: gauge,
 		lost:  make(chan error, 1),
-		kick:  make(chan uint64, 1),
+		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 	}
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
@@ -87,9 +92,10 @@ func (s *session) setConnected(up bool) {
 // requestReconnect asks the run loop to drop and resume the connection of generation g; it
 // never blocks, and requests for an ended generation are ignored.
 func (s *session) requestReconnect(g uint64) {
+	s.kickGen.Store(g)
 	select {
-	case s.kick <- g:
-	default:
+	case s.kick <- struct{}{}:
+	default: // a signal is pending; the run loop reads kickGen when it takes it
 	}
 }
 
@@ -140,6 +146,16 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 		}
 	}
 	defer signalFirst()
+	// ended returns the wait before reconnecting after a connection that began at t ended: the
+	// minimum after a stable connection, else the next step of the backoff (a flapping broker).
+	ended := func(t time.Time) time.Duration {
+		if time.Since(t) >= stableConnection {
+			backoff = s.cfg.ReconnectMinBackoff
+		}
+		w := backoff
+		backoff = min(2*backoff, s.cfg.ReconnectMaxBackoff)
+		return w
+	}
 	for {
 		// Drop a stale loss report of the previous connection.
 		select {
@@ -157,7 +173,7 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 		}
 		if err != nil {
 			s.generation.Add(1)
-			s.log.Warn("mqtt connect failed", "kind", s.kind, "name", s.name, "error", err, "retry_in", backoff)
+			s.log.Warn("mqtt connect failed", "error", err, "retry_in", backoff)
 			signalFirst()
 			if !sleepCtx(ctx, backoff) {
 				return
@@ -167,15 +183,27 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 		}
 		isFirst = false
 		s.setConnected(true)
-		s.log.Info("mqtt connected", "kind", s.kind, "name", s.name)
+		s.log.Info("mqtt connected")
 		signalFirst()
 		connectedAt := time.Now()
 
 		wait := s.cfg.ReconnectMinBackoff
+		// A safety net in case paho ended a connection without reporting it.
+		check := time.NewTicker(time.Second)
 	connected:
 		for {
 			select {
+			case <-check.C:
+				if s.client.IsConnectionOpen() {
+					continue
+				}
+				s.generation.Add(1)
+				s.setConnected(false)
+				wait = ended(connectedAt)
+				s.log.Warn("mqtt connection ended", "retry_in", wait)
+				break connected
 			case <-ctx.Done():
+				check.Stop()
 				s.generation.Add(1)
 				s.setConnected(false)
 				s.client.Disconnect(disconnectQuiesce)
@@ -186,15 +214,11 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 				}
 				s.generation.Add(1)
 				s.setConnected(false)
-				s.log.Warn("mqtt connection lost", "kind", s.kind, "name", s.name, "error", err, "retry_in", backoff)
-				if time.Since(connectedAt) > s.cfg.ReconnectMaxBackoff {
-					backoff = s.cfg.ReconnectMinBackoff // the connection was healthy: start over
-				}
-				wait = backoff
-				backoff = min(2*backoff, s.cfg.ReconnectMaxBackoff)
+				wait = ended(connectedAt)
+				s.log.Warn("mqtt connection lost", "error", err, "retry_in", wait)
 				break connected
-			case kg := <-s.kick:
-				if kg != g {
+			case <-s.kick:
+				if s.kickGen.Load() != g {
 					continue // for a connection that already ended
 				}
 				if s.healthy.Swap(false) {
@@ -203,12 +227,13 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 				s.generation.Add(1)
 				s.setConnected(false)
 				s.client.Disconnect(disconnectQuiesce)
-				s.log.Info("mqtt reconnecting to have rejected messages redelivered", "kind", s.kind, "name", s.name, "retry_in", backoff)
 				wait = backoff
 				backoff = min(2*backoff, s.cfg.ReconnectMaxBackoff)
+				s.log.Info("mqtt reconnecting to have rejected messages redelivered", "retry_in", wait)
 				break connected
 			}
 		}
+		check.Stop()
 		if !sleepCtx(ctx, wait) {
 			return
 		}
