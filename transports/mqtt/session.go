@@ -43,8 +43,8 @@ type session struct {
 
 	generation atomic.Uint64
 	connected  atomic.Bool
-	healthy    atomic.Bool // an input acknowledged a message since the last reconnect request
-	lost       chan error  // connection lost (from paho's handler)
+	healthy    atomic.Bool   // an input acknowledged a message since the last reconnect request
+	lost       chan error    // connection lost (from paho's handler)
 	kickGen    atomic.Uint64 // the generation a reconnect was last requested for
 	kick       chan struct{} // signals a reconnect request (capacity 1)
 	stop       context.CancelFunc
