@@ -2,11 +2,13 @@ package mqtt
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
@@ -205,4 +207,95 @@ func TestInputConfigErrorsNameTheKey(t *testing.T) {
 	if _, err := newInput("ok", base(), deps); err != nil {
 		t.Errorf("valid configuration refused: %v", err)
 	}
+}
+
+// gatedDispatcher blocks every Dispatch until the gate opens, like an engine at its in-flight
+// limit.
+type gatedDispatcher struct {
+	gate chan struct{}
+	*testDispatcher
+}
+
+func (g *gatedDispatcher) Dispatch(ctx context.Context, m *engine.Message, settle engine.SettleFunc) error {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.testDispatcher.Dispatch(ctx, m, settle)
+}
+
+// TestInputBackpressure holds the engine closed while more messages arrive than the receive
+// buffer holds: nothing is lost or reordered once the engine takes messages again.
+func TestInputBackpressure(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	deps, _ := testDeps(t)
+	cfg := InputConfig{ConnectionConfig: fastConn(url, id), Topics: []string{topic}, ReceiveBuffer: 2}
+	in, err := newInput("in", cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedDispatcher{gate: make(chan struct{}), testDispatcher: newTestDispatcher()}
+	if err := in.Start(t.Context(), g); err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	waitFor(t, "input ready", 10*time.Second, in.Ready)
+	pub := rawClient(t, url)
+	want := ids("p", 0, 60)
+	for _, e := range want {
+		publish(t, pub, topic, eventPayload(t, e))
+	}
+	time.Sleep(200 * time.Millisecond) // let the buffer fill and paho stall
+	close(g.gate)
+	expectIDs(t, g.testDispatcher, want, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+// TestInputStartsWhileBrokerDown: Start succeeds with the broker down, Ready tells, and the
+// input connects and receives once the broker is up.
+func TestInputStartsWhileBrokerDown(t *testing.T) {
+	m := mqtttest.Start(t)
+	id := uniq(t)
+	in, _, _ := startInput(t, m.URL(), id, "t/#") // create the session
+	if err := in.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+
+	deps, _ := testDeps(t)
+	in2, err := newInput("in", InputConfig{ConnectionConfig: fastConn(m.URL(), id), Topics: []string{"t/#"}}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newTestDispatcher()
+	if err := in2.Start(t.Context(), d); err != nil {
+		t.Fatalf("Start with the broker down: %v", err)
+	}
+	defer in2.Close(context.Background())
+	if in2.Ready() {
+		t.Fatal("Ready() with the broker down")
+	}
+	m.Restart()
+	waitFor(t, "input ready after the broker came up", 10*time.Second, in2.Ready)
+	publish(t, rawClient(t, m.URL()), "t/x", eventPayload(t, "late"))
+	expectIDs(t, d, []string{"late"}, func(_ int, x dispatched) { x.settle(nil) })
+}
+
+// TestInputSettleAfterClose: the engine may settle messages after Close; that must neither
+// block nor panic, and the message comes back to the next session.
+func TestInputSettleAfterClose(t *testing.T) {
+	url := mqtttest.Shared(t)
+	topic, id := "turnout-test/"+uniq(t), uniq(t)
+	t.Cleanup(func() { dropSession(t, url, id) })
+	in, d, _ := startInput(t, url, id, topic)
+	publish(t, rawClient(t, url), topic, eventPayload(t, "x"))
+	x := d.next(t, 10*time.Second)
+	if err := in.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	x.settle(nil)
+	_, d2, _ := startInput(t, url, id, topic)
+	expectIDs(t, d2, []string{"x"}, func(_ int, x dispatched) { x.settle(nil) })
 }
