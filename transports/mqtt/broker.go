@@ -85,20 +85,19 @@ func NewBroker(cfg BrokerConfig, deps engine.Deps) (*Broker, error) {
 		log = slog.Default()
 	}
 	b := &Broker{cfg: cfg, log: log.With("component", "broker")}
-	b.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+	var err error
+	// Reused when already registered: a configuration check builds a broker before the real one.
+	if b.dropped, err = registerOrReuse(deps.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnout_broker_messages_dropped_total",
 		Help: "Messages the embedded MQTT broker dropped for a subscriber (queue limit or expiry).",
-	})
-	b.refused = prometheus.NewCounter(prometheus.CounterOpts{
+	})); err != nil {
+		return nil, err
+	}
+	if b.refused, err = registerOrReuse(deps.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnout_broker_publishes_refused_total",
 		Help: "QoS 1/2 publications the embedded MQTT broker refused because a subscriber's queue was full.",
-	})
-	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{b.dropped, b.refused} {
-			if err := deps.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("mqtt broker register metrics: %w", err)
-			}
-		}
+	})); err != nil {
+		return nil, err
 	}
 
 	caps := mochi.NewDefaultServerCapabilities()

@@ -33,6 +33,24 @@
 // clean session: publications that were in flight when the connection dropped fail and the
 // engine retries them.
 //
+// # Embedded broker
+//
+// Broker runs an MQTT 3.1.1/5 broker inside turnout (for the quickstart and small sites). It
+// keeps everything in memory: sessions, subscriptions and queued messages do not survive a
+// restart of turnout. Queued messages never expire. A session holds at most max_queued
+// (default 60000) unacknowledged QoS 1/2 messages; a publication that would go beyond that for
+// any subscriber is refused (no PUBACK, publisher disconnected, so it publishes again later)
+// rather than accepted and dropped. Queued messages are resent in publish order, except that
+// the order can break where the broker's 16-bit sequence wraps (every 65536 publications).
+//
+// # Metrics
+//
+//   - turnout_transport_connected{transport="mqtt",name}: 1 while the input or output is
+//     connected (and, for an input, subscribed).
+//   - turnout_mqtt_redelivered_total{name}: messages an input received with DUP=1.
+//   - turnout_broker_publishes_refused_total, turnout_broker_messages_dropped_total: the
+//     embedded broker's refusals (queue full) and drops (should stay 0).
+//
 // # Configuration
 //
 // Input:

@@ -78,7 +78,7 @@ func NewInput(name string, decode engine.Decoder, deps engine.Deps) (engine.Sour
 
 func newInput(name string, cfg InputConfig, deps engine.Deps) (*Input, error) {
 	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("mqtt input %s: %w", name, err)
+		return nil, err // names the key; the caller adds the input's name and line
 	}
 	log := deps.Logger
 	if log == nil {
@@ -103,7 +103,7 @@ func newInput(name string, cfg InputConfig, deps engine.Deps) (*Input, error) {
 	}
 	opts, err := cfg.clientOptions(cfg.ClientID)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt input %s: %w", name, err)
+		return nil, err
 	}
 	opts.SetCleanSession(false) // the session keeps subscriptions and unacked messages [MQTT-3.1.2-4]
 	opts.SetAutoAckDisabled(true)

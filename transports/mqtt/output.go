@@ -42,7 +42,7 @@ func NewOutput(name string, decode engine.Decoder, deps engine.Deps) (engine.Sin
 func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error) {
 	tt, err := cfg.validate()
 	if err != nil {
-		return nil, fmt.Errorf("mqtt output %s: %w", name, err)
+		return nil, err // names the key; the caller adds the output's name and line
 	}
 	log := deps.Logger
 	if log == nil {
@@ -58,7 +58,7 @@ func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error)
 	}
 	opts, err := cfg.clientOptions(id)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt output %s: %w", name, err)
+		return nil, err
 	}
 	// A clean session: when the connection drops, paho fails every publication in flight and
 	// the engine retries it, rather than leaving Send waiting for a resumed session.
