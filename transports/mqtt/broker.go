@@ -135,7 +135,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("mqtt broker serve %s: %w", b.cfg.Listen, err)
 	}
 	b.started = true
-	b.log.Info("mqtt broker listening", "addr", b.lis.Address())
+	b.log.Info("mqtt broker listening", "addr", b.lis.Address(),
+		"persistence", "none: sessions and queued messages are lost when turnout stops")
 	return nil
 }
 

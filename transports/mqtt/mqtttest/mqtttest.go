@@ -68,6 +68,13 @@ type Mosquitto struct {
 // keeps sessions and queued messages.
 func Start(t testing.TB) *Mosquitto {
 	t.Helper()
+	return StartWithConfig(t)
+}
+
+// StartWithConfig is Start with extra mosquitto.conf lines appended to the configuration (for
+// example "max_inflight_messages 100"); a later line overrides an earlier one.
+func StartWithConfig(t testing.TB, extra ...string) *Mosquitto {
+	t.Helper()
 	if _, err := os.Stat(MosquittoBinary); err != nil {
 		unavailable(t, "mosquitto binary %s: %v", MosquittoBinary, err)
 	}
@@ -87,6 +94,9 @@ log_type warning
 		// Started as root, mosquitto switches to the "mosquitto" user, which cannot write the
 		// test's temporary directory.
 		conf += "user root\n"
+	}
+	for _, l := range extra {
+		conf += l + "\n"
 	}
 	if err := os.WriteFile(m.confPath(), []byte(conf), 0o600); err != nil {
 		t.Fatalf("mqtttest: write config: %v", err)
