@@ -78,7 +78,7 @@ func StartWithConfig(t testing.TB, extra ...string) *Mosquitto {
 	if _, err := os.Stat(MosquittoBinary); err != nil {
 		unavailable(t, "mosquitto binary %s: %v", MosquittoBinary, err)
 	}
-	m := &Mosquitto{t: t, dir: t.TempDir(), port: freePort(t)}
+	m := &Mosquitto{t: t, dir: t.TempDir(), port: FreePort(t)}
 	conf := fmt.Sprintf(`listener %d 127.0.0.1
 allow_anonymous true
 max_queued_messages 0
@@ -191,8 +191,8 @@ func (m *Mosquitto) Restart() {
 	m.cmd, m.exit = cmd, exit
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
+// FreePort returns a loopback TCP port that was free a moment ago (for an extra listener).
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
