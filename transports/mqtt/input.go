@@ -13,11 +13,6 @@ import (
 	"github.com/turnout-router/turnout/engine"
 )
 
-func init() {
-	engine.RegisterInput("mqtt", NewInput)
-	engine.RegisterOutput("mqtt", NewOutput)
-}
-
 var (
 	_ engine.Source        = (*Input)(nil)
 	_ engine.OrderedSource = (*Input)(nil)
@@ -41,17 +36,16 @@ type Input struct {
 
 	recv chan received // paho -> dispatch goroutine
 
-	mu      sync.Mutex
+	mu      sync.Mutex    // guards pending, closed, ackDone, started and stop
 	pending []settlement  // settled messages waiting for the ack goroutine, in settlement order
 	wake    chan struct{} // signals the ack goroutine (capacity 1)
 	closed  bool
 	ackDone bool // the ack goroutine has ended
 
-	stop     context.CancelFunc
-	stopped  chan struct{} // closed when Close began: the paho handler stops waiting
-	workers  sync.WaitGroup
-	startErr error
-	started  bool
+	stop    context.CancelFunc
+	stopped chan struct{} // closed when Close began: the paho handler stops waiting
+	workers sync.WaitGroup
+	started bool
 }
 
 // received is one PUBLISH as paho handed it over, with the connection it arrived on.
@@ -183,6 +177,8 @@ func (in *Input) subscribe(ctx context.Context, sessionPresent, first bool) erro
 	for _, t := range in.cfg.Topics {
 		filters[t] = 1
 	}
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.ConnectTimeout)
+	defer cancel()
 	tok := in.sess.client.SubscribeMultiple(filters, nil) // nil: messages go to the default handler
 	if err := waitToken(ctx, tok); err != nil {
 		return fmt.Errorf("mqtt subscribe %v: %w", in.cfg.Topics, err)
