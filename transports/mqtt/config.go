@@ -69,7 +69,10 @@ type InputConfig struct {
 	Topics []string `yaml:"topics"`
 	// ReceiveBuffer is how many received messages wait for the engine before the MQTT client
 	// stops reading from the network (default 1024). The engine's max_in_flight bounds the
-	// messages it holds; this buffer sits in front of it.
+	// messages it holds; this buffer sits in front of it. While it is full the client reads
+	// nothing, not even the broker's keep-alive answers, so a stall longer than keepalive plus
+	// connect_timeout ends the connection and the broker redelivers the unacknowledged messages
+	// (duplicates, never losses).
 	ReceiveBuffer int `yaml:"receive_buffer"`
 }
 

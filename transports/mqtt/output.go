@@ -24,7 +24,6 @@ var ErrNotConnected = errors.New("not connected")
 // Output publishes events as structured JSON CloudEvents with QoS 1, retain=0.
 type Output struct {
 	name  string
-	cfg   OutputConfig
 	topic *topicTemplate
 	sess  *session
 }
@@ -63,7 +62,7 @@ func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error)
 	// A clean session: when the connection drops, paho fails every publication in flight and
 	// the engine retries it, rather than leaving Send waiting for a resumed session.
 	opts.SetCleanSession(true)
-	o := &Output{name: name, cfg: cfg, topic: tt}
+	o := &Output{name: name, topic: tt}
 	o.sess = newSession(name, "output", cfg.ConnectionConfig, opts, log.With("output", name), gauge)
 	return o, nil
 }
@@ -81,7 +80,9 @@ func (o *Output) Ready() bool { return o.sess.ready() }
 // Send publishes e with QoS 1 and returns nil once the broker's PUBACK arrived
 // [MQTT-4.3.2-1]. It is called concurrently by the engine; paho keeps the publications in
 // flight together. Errors: not connected, connection lost before the PUBACK, ctx ended
-// (retryable); an event that cannot be encoded or has no valid topic (Permanent).
+// (retryable); an event that cannot be encoded or has no valid topic (Permanent). Handing the
+// PUBLISH to the connection can block up to connect_timeout when the network is congested;
+// after that Send returns when the PUBACK arrives or ctx ends.
 func (o *Output) Send(ctx context.Context, e *event.Event) error {
 	topic, err := o.topic.topic(e)
 	if err != nil {
