@@ -162,3 +162,36 @@ func FuzzJSONField(f *testing.F) {
 		}
 	})
 }
+
+func TestJSONEachAndStrings(t *testing.T) {
+	var got []string
+	err := JSONEach([]byte(` {"a": "x", "b" : [1, 2], "c":{"d":null}} `), func(k, v []byte) error {
+		got = append(got, string(k)+"="+string(v))
+		return nil
+	})
+	if err != nil || !reflect.DeepEqual(got, []string{`a="x"`, "b=[1, 2]", `c={"d":null}`}) {
+		t.Errorf("JSONEach = %v, %v", got, err)
+	}
+	for _, bad := range []string{``, `1`, `"s"`, `{"a":1,}x`, `{"a" 1}`, `{"a":1 "b":2}`, `[1,2`, `{"a":1} {}`} {
+		if err := JSONEach([]byte(bad), func(k, v []byte) error { return nil }); err == nil {
+			t.Errorf("JSONEach(%q) accepted malformed input", bad)
+		}
+	}
+	ss, err := JSONStrings([]byte(`["a", "b\"c", "\u00e9\ud83d\ude00\n"]`))
+	if err != nil || !reflect.DeepEqual(ss, []string{"a", `b"c`, "é😀\n"}) {
+		t.Errorf("JSONStrings = %q, %v", ss, err)
+	}
+	for _, bad := range []string{`{"a":"b"}`, `[1]`, `["a\x"]`, `["\u12"]`, `"a"`} {
+		if v, err := JSONStrings([]byte(bad)); err == nil {
+			t.Errorf("JSONStrings(%q) = %q, want an error", bad, v)
+		}
+	}
+}
+
+func FuzzJSONString(f *testing.F) {
+	f.Add([]byte(`"a\u00e9\ud83d\ude00\\"`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		_, _ = JSONString(raw)
+		_ = JSONEach(raw, func(k, v []byte) error { _, _ = JSONString(v); return nil })
+	})
+}

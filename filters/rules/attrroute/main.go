@@ -22,10 +22,8 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/turnout-router/turnout/filters/sdk"
@@ -34,75 +32,130 @@ import (
 func main() {}
 
 type filter struct {
-	Attribute string   `json:"attribute"`
-	Exact     *string  `json:"exact"`
-	Prefix    *string  `json:"prefix"`
-	Suffix    *string  `json:"suffix"`
-	Outputs   []string `json:"outputs"`
-
-	kind  byte // 'e', 'p', 's'
-	value string
-	route sdk.Decision
-}
-
-type config struct {
-	Match   string    `json:"match"`
-	Filters []*filter `json:"filters"`
-	Default []string  `json:"default"`
+	attribute string
+	kind      byte // 'e' exact, 'p' prefix, 's' suffix
+	value     string
+	outputs   []string
+	route     sdk.Decision
 }
 
 var (
-	cfg      config
+	matchAll bool
+	filters  []*filter
 	fallback sdk.Decision
 	union    []string
 )
 
+// parse reads the configuration strictly (unknown keys and wrong types are errors) with the
+// SDK's JSON helpers: encoding/json would nearly double the module.
 func parse(raw []byte) error {
-	var c config
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return fmt.Errorf("attrroute config: %w", err)
+	var (
+		all      bool
+		fs       []*filter
+		defaults []string
+		seen     = map[string]bool{}
+	)
+	err := sdk.JSONEach(raw, func(key, v []byte) error {
+		k := string(key)
+		if key == nil || seen[k] {
+			return errors.New("want an object with each key once")
+		}
+		seen[k] = true
+		switch k {
+		case "match":
+			m, ok := sdk.JSONString(v)
+			if !ok || (m != "first" && m != "all") {
+				return errors.New("match " + string(v) + ": want \"first\" or \"all\"")
+			}
+			all = m == "all"
+		case "filters":
+			i := 0
+			return sdk.JSONEach(v, func(key, fv []byte) error {
+				if key != nil {
+					return errors.New("filters: want an array")
+				}
+				f, err := parseFilter(fv)
+				if err != nil {
+					return errors.New("filters[" + strconv.Itoa(i) + "]: " + err.Error())
+				}
+				fs = append(fs, f)
+				i++
+				return nil
+			})
+		case "default":
+			d, err := sdk.JSONStrings(v)
+			if err != nil {
+				return errors.New("default: " + err.Error())
+			}
+			defaults = d
+		default:
+			return errors.New("unknown key " + strconv.Quote(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return errors.New("attrroute config: " + err.Error())
 	}
-	switch c.Match {
-	case "":
-		c.Match = "first"
-	case "first", "all":
-	default:
-		return fmt.Errorf("attrroute config: match %q: want \"first\" or \"all\"", c.Match)
-	}
-	if len(c.Filters) == 0 {
+	if len(fs) == 0 {
 		return errors.New("attrroute config: filters: at least one filter is required")
 	}
-	for i, f := range c.Filters {
-		if f == nil || f.Attribute == "" {
-			return fmt.Errorf("attrroute config: filters[%d]: attribute is required", i)
-		}
-		n := 0
-		for k, v := range map[byte]*string{'e': f.Exact, 'p': f.Prefix, 's': f.Suffix} {
-			if v != nil {
-				n++
-				f.kind, f.value = k, *v
-			}
-		}
-		if n != 1 {
-			return fmt.Errorf("attrroute config: filters[%d]: exactly one of exact, prefix, suffix is required", i)
-		}
-		if len(f.Outputs) == 0 {
-			return fmt.Errorf("attrroute config: filters[%d]: outputs: at least one output is required", i)
-		}
-		f.route = sdk.Route(f.Outputs...)
-	}
-	cfg = c
+	matchAll, filters = all, fs
 	fallback = sdk.Drop()
-	if len(c.Default) > 0 {
-		fallback = sdk.Route(c.Default...)
+	if len(defaults) > 0 {
+		fallback = sdk.Route(defaults...)
 	}
 	return nil
 }
 
+func parseFilter(raw []byte) (*filter, error) {
+	f := &filter{}
+	kinds := 0
+	seen := map[string]bool{}
+	err := sdk.JSONEach(raw, func(key, v []byte) error {
+		k := string(key)
+		if key == nil || seen[k] {
+			return errors.New("want an object with each key once")
+		}
+		seen[k] = true
+		switch k {
+		case "attribute", "exact", "prefix", "suffix":
+			s, ok := sdk.JSONString(v)
+			if !ok {
+				return errors.New(k + ": want a string, got " + string(v))
+			}
+			if k == "attribute" {
+				f.attribute = s
+			} else {
+				kinds++
+				f.kind, f.value = k[0], s
+			}
+		case "outputs":
+			o, err := sdk.JSONStrings(v)
+			if err != nil {
+				return errors.New("outputs: " + err.Error())
+			}
+			f.outputs = o
+		default:
+			return errors.New("unknown key " + strconv.Quote(k))
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case f.attribute == "":
+		return nil, errors.New("attribute is required")
+	case kinds != 1:
+		return nil, errors.New("exactly one of exact, prefix, suffix is required")
+	case len(f.outputs) == 0:
+		return nil, errors.New("outputs: at least one output is required")
+	}
+	f.route = sdk.Route(f.outputs...)
+	return f, nil
+}
+
 func (f *filter) matches(e *sdk.Event) bool {
-	v, ok := e.Attribute(f.Attribute)
+	v, ok := e.Attribute(f.attribute)
 	if !ok {
 		return false
 	}
@@ -117,8 +170,8 @@ func (f *filter) matches(e *sdk.Event) bool {
 }
 
 func decide(e *sdk.Event) sdk.Decision {
-	if cfg.Match == "first" {
-		for _, f := range cfg.Filters {
+	if !matchAll {
+		for _, f := range filters {
 			if f.matches(e) {
 				return f.route
 			}
@@ -126,12 +179,12 @@ func decide(e *sdk.Event) sdk.Decision {
 		return fallback
 	}
 	union = union[:0]
-	for _, f := range cfg.Filters {
+	for _, f := range filters {
 		if !f.matches(e) {
 			continue
 		}
 	next:
-		for _, o := range f.Outputs {
+		for _, o := range f.outputs {
 			for _, u := range union {
 				if u == o {
 					continue next

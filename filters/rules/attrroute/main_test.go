@@ -58,8 +58,12 @@ func TestAttrRoute(t *testing.T) {
 
 func TestAttrRouteConfigErrors(t *testing.T) {
 	for _, tt := range []struct{ name, config, want string }{
-		{"empty", ``, "EOF"},
-		{"unknown key", `{"filters":[],"bogus":1}`, `unknown field "bogus"`},
+		{"empty", ``, "want an object or an array"},
+		{"not an object", `["a"]`, "want an object"},
+		{"wrong type", `{"filters":[{"attribute":1,"exact":"a","outputs":["x"]}]}`, "filters[0]: attribute: want a string, got 1"},
+		{"outputs not strings", `{"filters":[{"attribute":"type","exact":"a","outputs":[1]}]}`, "filters[0]: outputs: json: want a string, got 1"},
+		{"duplicate key", `{"match":"all","match":"first","filters":[]}`, "each key once"},
+		{"unknown key", `{"filters":[],"bogus":1}`, `unknown key "bogus"`},
 		{"no filters", `{"filters":[]}`, "at least one filter is required"},
 		{"bad match", `{"match":"some","filters":[{"attribute":"type","exact":"a","outputs":["x"]}]}`, `match "some"`},
 		{"no attribute", `{"filters":[{"exact":"a","outputs":["x"]}]}`, "filters[0]: attribute is required"},

@@ -5,10 +5,8 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
+	"strconv"
 
 	"github.com/turnout-router/turnout/filters/sdk"
 )
@@ -18,18 +16,22 @@ func main() {}
 var route sdk.Decision
 
 func parse(raw []byte) error {
-	var c struct {
-		Outputs []string `json:"outputs"`
+	var outputs []string
+	err := sdk.JSONEach(raw, func(key, v []byte) error {
+		if string(key) != "outputs" {
+			return errors.New("unknown key " + strconv.Quote(string(key)))
+		}
+		o, err := sdk.JSONStrings(v)
+		outputs = o
+		return err
+	})
+	if err != nil {
+		return errors.New("passthrough config: " + err.Error())
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return fmt.Errorf("passthrough config: %w", err)
-	}
-	if len(c.Outputs) == 0 {
+	if len(outputs) == 0 {
 		return errors.New("passthrough config: outputs: at least one output is required")
 	}
-	route = sdk.Route(c.Outputs...)
+	route = sdk.Route(outputs...)
 	return nil
 }
 
