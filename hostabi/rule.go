@@ -161,7 +161,7 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 		return nil, fail("not a WebAssembly core module (binary version % x, want 01 00 00 00)", v)
 	}
 	r.logger = h.logger.With("rule", r.name, "version", r.version)
-	r.logLimit = tokenBucket{rate: 10, burst: 20, tokens: 20}
+	r.logLimit = tokenBucket{rate: 10, burst: 20, tokens: 20, now: time.Now}
 
 	cfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(h.cache).
@@ -214,7 +214,7 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	if err != nil {
 		return nil, fail("%v", err)
 	}
-	r.instances.Set(float64(len(r.slots)))
+	r.instances.Inc()
 	r.idle <- inst
 	ok = true
 	r.logger.Debug("rule loaded", "pool", pool, "memory_limit_pages", r.limit, "timeout", r.timeout)
@@ -315,7 +315,7 @@ func (r *Rule) hostLog(ctx context.Context, m api.Module, stack []uint64) {
 	if !ok {
 		return
 	}
-	allowed, suppressed := r.logLimit.take(time.Now())
+	allowed, suppressed := r.logLimit.take()
 	if !allowed {
 		return
 	}
@@ -336,13 +336,15 @@ type tokenBucket struct {
 	tokens      float64
 	last        time.Time
 	suppressed  int64
+	now         func() time.Time // time.Now; tests substitute a fake clock
 }
 
 // take reports whether a line may be logged now and, if so, how many lines were suppressed since
 // the last logged one.
-func (b *tokenBucket) take(now time.Time) (bool, int64) {
+func (b *tokenBucket) take() (bool, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	now := b.now()
 	if !b.last.IsZero() {
 		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	}
@@ -452,11 +454,11 @@ func (r *Rule) acquire(ctx context.Context) (*instance, error) {
 	case inst := <-r.idle:
 		return inst, nil
 	case r.slots <- struct{}{}:
-		r.instances.Set(float64(len(r.slots)))
+		r.instances.Inc()
 		inst, err := r.newInstance(ctx)
 		if err != nil {
 			<-r.slots
-			r.instances.Set(float64(len(r.slots)))
+			r.instances.Dec()
 			r.errs["init"].Inc()
 			return nil, &engine.RuleError{Kind: "init", Err: fmt.Errorf("rule %s: new instance: %w", r.name, err)}
 		}
@@ -472,7 +474,7 @@ func (r *Rule) release(inst *instance) { r.idle <- inst }
 func (r *Rule) discard(inst *instance) {
 	_ = inst.mod.Close(context.Background())
 	<-r.slots
-	r.instances.Set(float64(len(r.slots)))
+	r.instances.Dec()
 }
 
 // Decide runs the rule on e; see engine.Rule. It takes one instance for the call (waiting while
