@@ -17,8 +17,8 @@ type RuleLoader func(ctx context.Context, r *Route, wasm []byte) (engine.Rule, e
 
 // BuildOptions are what Build hands to the modules it builds.
 type BuildOptions struct {
-	// Deps is handed to every factory; Logger is narrowed with the module's name and DataDir
-	// is set to the configuration's data directory when empty.
+	// Deps is handed to every factory (which labels its logs with its own name); DataDir is set
+	// to the configuration's data directory when empty.
 	Deps engine.Deps
 	// LoadRule loads the rules; nil means routes with a rule fail to build.
 	LoadRule RuleLoader
@@ -53,19 +53,12 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 	if deps.DataDir == "" {
 		deps.DataDir = cfg.DataDir
 	}
-	depsFor := func(kind, name string) engine.Deps {
-		d := deps
-		if d.Logger != nil {
-			d.Logger = d.Logger.With(kind, name)
-		}
-		return d
-	}
 	for _, m := range cfg.Inputs {
 		if m.input == nil {
 			continue
 		}
 		key := m.key("inputs")
-		src, err := m.input(m.Name, cfg.Decoder(m.Node, key), depsFor("input", m.Name))
+		src, err := m.input(m.Name, cfg.Decoder(m.Node, key), deps)
 		if err != nil {
 			addModuleError(c, m, key, "input", err)
 			continue
@@ -81,7 +74,7 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 			continue
 		}
 		key := m.key("outputs")
-		sink, err := m.output(m.Name, cfg.Decoder(m.Node, key), depsFor("output", m.Name))
+		sink, err := m.output(m.Name, cfg.Decoder(m.Node, key), deps)
 		if err != nil {
 			addModuleError(c, m, key, "output", err)
 			continue

@@ -122,7 +122,7 @@ type Module struct {
 	output engine.OutputFactory
 }
 
-// Key returns the module's dotted path, e.g. inputs.devices.
+// key returns the module's dotted path, e.g. inputs.devices.
 func (m *Module) key(kind string) string { return kind + "." + m.Name }
 
 // Ref is a name in the configuration that refers to another entry, with its position.
@@ -724,6 +724,3 @@ func (cfg *Config) Decoder(n *yaml.Node, key string) engine.Decoder {
 		return c.errs.errOrNil()
 	}
 }
-
-// Err returns every error found by Load so far (nil if none).
-func (cfg *Config) Err() error { return cfg.c.errs.errOrNil() }

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/turnout-router/turnout/engine"
+)
+
+// nopModule is a test-only input and output type ("test-in", "test-out") whose factory
+// checks its configuration like a real transport: strictly, and with its own rule.
+type nopModule struct{}
+
+func (nopModule) Start(context.Context, engine.Dispatcher) error { return nil }
+func (nopModule) Send(context.Context, *event.Event) error       { return nil }
+func (nopModule) Close(context.Context) error                    { return nil }
+
+func nopFactory(_ string, decode engine.Decoder) (nopModule, error) {
+	var c struct {
+		Topic string `yaml:"topic"`
+	}
+	if err := decode(&c); err != nil {
+		return nopModule{}, err
+	}
+	if strings.Contains(c.Topic, "#") {
+		return nopModule{}, fmt.Errorf("topic %q: wildcards are not allowed", c.Topic)
+	}
+	return nopModule{}, nil
+}
+
+func init() {
+	engine.RegisterInput("test-in", func(name string, d engine.Decoder, _ engine.Deps) (engine.Source, error) {
+		return nopFactory(name, d)
+	})
+	engine.RegisterOutput("test-out", func(name string, d engine.Decoder, _ engine.Deps) (engine.Sink, error) {
+		return nopFactory(name, d)
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// runCLI runs the command line in-process and returns its exit code, stdout and stderr.
+func runCLI(ctx context.Context, args ...string) (int, string, string) {
+	var stdout, stderr syncBuffer
+	code := cli(ctx, args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func writeConfig(t *testing.T, dir, text string) string {
+	t.Helper()
+	path := filepath.Join(dir, "turnout.yaml")
+	if err := os.WriteFile(path, []byte(strings.TrimPrefix(text, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bad.wasm"), []byte("\x00asm\x01\x00\x00\x00garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		config string
+		env    map[string]string
+		code   int
+		stdout string
+		// stderr lists the expected error lines, without the "FILE:" prefix and the count line.
+		stderr []string
+	}{
+		{"valid", `
+inputs:
+  a: { type: test-in, topic: x }
+  b: { type: http, listen: "127.0.0.1:0" }
+outputs:
+  out: { type: test-out }
+routes:
+  r: { inputs: [a, b], outputs: [out] }
+`, nil, 0, "ok: 2 inputs, 1 outputs, 1 routes\n", nil},
+		{"environment variables", `
+inputs:
+  a: { type: test-in, topic: "${TURNOUT_TEST_TOPIC}" }
+  b: { type: test-in, topic: "${TURNOUT_TEST_UNSET:-x}" }
+outputs:
+  out: { type: test-out, topic: "${TURNOUT_TEST_UNSET}" }
+routes:
+  r: { inputs: [a, b], outputs: ["${TURNOUT_TEST_OUT}"] }
+`, map[string]string{"TURNOUT_TEST_TOPIC": "alarms/#", "TURNOUT_TEST_OUT": "out"}, 1, "", []string{
+			`2: inputs.a: input "a" (type test-in): topic "alarms/#": wildcards are not allowed`,
+			`5: environment variable TURNOUT_TEST_UNSET is not set (use ${TURNOUT_TEST_UNSET:-default} to give a default)`,
+		}},
+		{"every error is listed with line and key", `
+log: { level: verbose }
+inputs:
+  a: { type: test-in, topic: "x/#" }
+  b: { type: test-in, topci: x }
+  c: { type: smtp }
+outputs:
+  out: { type: test-out }
+routes:
+  r:
+    inputs: [a, b, c, d]
+    outputs: [out]
+    retry: { timeout: 5 }
+`, nil, 1, "", []string{
+			`1: log.level: unknown level "verbose" (known: debug, info, warn, error)`,
+			`3: inputs.a: input "a" (type test-in): topic "x/#": wildcards are not allowed`,
+			`4: inputs.b.topci: unknown key (known keys: topic)`,
+			`5: inputs.c.type: unknown input type "smtp" (known: [http mqtt test-in])`,
+			`10: routes.r.inputs[3]: unknown input "d" (defined: a, b, c)`,
+			`12: routes.r.retry.timeout: duration "5" needs a unit, e.g. 5s or 5ms`,
+		}},
+		{"rule is loaded through the rule host", `
+inputs:
+  a: { type: test-in }
+outputs:
+  out: { type: test-out }
+routes:
+  r:
+    inputs: [a]
+    outputs: [out]
+    rule:
+      file: bad.wasm
+`, nil, 1, "", []string{"10: routes.r.rule: load " + filepath.Join(dir, "bad.wasm") + ": "}},
+		{"broker block is checked", `
+broker:
+  enabled: true
+  max_queued: -1
+  colour: blue
+inputs:
+  a: { type: test-in }
+outputs:
+  out: { type: test-out }
+routes:
+  r: { inputs: [a], outputs: [out] }
+`, nil, 1, "", []string{"3: broker.max_queued: -1 is outside 1..60000", "4: broker.colour: unknown key"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			path := writeConfig(t, dir, tc.config)
+			code, stdout, stderr := runCLI(context.Background(), "validate", "-c", path)
+			if code != tc.code || stdout != tc.stdout {
+				t.Fatalf("exit %d, stdout %q, want %d, %q; stderr:\n%s", code, stdout, tc.code, tc.stdout, stderr)
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if tc.stderr == nil {
+				if stderr != "" {
+					t.Errorf("stderr = %q, want nothing", stderr)
+				}
+				return
+			}
+			if len(lines) != len(tc.stderr)+1 || lines[len(lines)-1] != fmt.Sprintf("%d error(s)", len(tc.stderr)) {
+				t.Fatalf("stderr has %d lines, want %d errors and a count:\n%s", len(lines), len(tc.stderr), stderr)
+			}
+			for i, want := range tc.stderr {
+				if !strings.HasPrefix(lines[i], path+":"+want) {
+					t.Errorf("line %d = %q\nwant prefix %q", i, lines[i], path+":"+want)
+				}
+			}
+		})
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string // substring
+		stderr string // substring
+	}{
+		{"no command", nil, 2, "", "usage: turnout"},
+		{"unknown command", []string{"serve"}, 2, "", `unknown command "serve"`},
+		{"unknown flag", []string{"validate", "-x"}, 2, "", "flag provided but not defined: -x"},
+		{"extra argument", []string{"validate", "-c", "a.yaml", "b.yaml"}, 2, "", `unexpected argument "b.yaml"`},
+		{"missing file", []string{"validate", "-c", "/nonexistent/turnout.yaml"}, 1, "", "/nonexistent/turnout.yaml: read configuration: open /nonexistent/turnout.yaml: no such file or directory"},
+		{"run with invalid config starts nothing", []string{"run", "-c", "/nonexistent/turnout.yaml"}, 1, "", "nothing was started"},
+		{"version", []string{"version"}, 0, "turnout dev\ngo: " + runtime.Version() + "\nrule abi: v1\n", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(context.Background(), tc.args...)
+			if code != tc.code || !strings.Contains(stdout, tc.stdout) || !strings.Contains(stderr, tc.stderr) {
+				t.Errorf("exit %d\nstdout %q\nstderr %q\nwant exit %d, stdout containing %q, stderr containing %q", code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
+			}
+		})
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// TestRun runs `turnout run` in-process with an HTTP input and a file output, posts an event,
+// finds it in the output file, then stops turnout as a signal would and expects exit code 0.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+	outFile := filepath.Join(dir, "events.jsonl")
+	path := writeConfig(t, dir, fmt.Sprintf(`
+data_dir: state
+log: { level: debug, format: json }
+admin: { listen: "%s" }
+shutdown: { drain_timeout: 5s }
+inputs:
+  webhook: { type: http, listen: "%s", path: /events }
+outputs:
+  log: { type: file, path: "%s" }
+routes:
+  care:
+    inputs: [webhook]
+    outputs: [log]
+`, adminAddr, httpAddr, outFile))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- cli(ctx, []string{"run", "-c", path}, &stdout, &stderr) }()
+
+	// Wait until /readyz says ready.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := httpGet("http://" + adminAddr + "/readyz")
+		if err == nil && code == http.StatusOK {
+			break
+		}
+		select {
+		case c := <-done:
+			t.Fatalf("turnout exited with %d before it was ready; stderr:\n%s", c, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 30s (last: %d %q %v); stderr:\n%s", code, body, err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body, err := httpGet("http://" + adminAddr + "/healthz"); err != nil || code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q %v", code, body, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "state", "cache", "wasm")); err != nil || !st.IsDir() {
+		t.Errorf("data_dir/cache/wasm not created below the config's directory: %v", err)
+	}
+
+	req, err := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/events", strings.NewReader(`{"level":"high"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("ce-specversion", "1.0")
+	req.Header.Set("ce-id", "alarm-4711")
+	req.Header.Set("ce-source", "/home/42")
+	req.Header.Set("ce-type", "care.alarm.fall")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST event = %d %s, want 204", resp.StatusCode, body)
+	}
+	out, err := os.ReadFile(outFile)
+	if err != nil {
+		t.Fatalf("output file: %v", err)
+	}
+	if !strings.Contains(string(out), `"alarm-4711"`) || !strings.Contains(string(out), `"care.alarm.fall"`) {
+		t.Errorf("output file lacks the event:\n%s", out)
+	}
+
+	if code, metrics, err := httpGet("http://" + adminAddr + "/metrics"); err != nil || code != 200 ||
+		!strings.Contains(metrics, `turnout_build_info{goversion="`+runtime.Version()+`",version="dev"} 1`) {
+		t.Errorf("/metrics = %d %v, build info missing", code, err)
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d after shutdown, want 0; stderr:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("turnout did not stop within 30s of the signal; stderr:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"msg":"turnout stopped"`) {
+		t.Errorf("no JSON log line for the stop; stderr:\n%s", stderr.String())
+	}
+	if _, _, err := httpGet("http://" + adminAddr + "/healthz"); err == nil {
+		t.Error("admin server still answers after exit")
+	}
+}
+
+func TestRunStartupFailure(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cases := []struct {
+		name   string
+		config string
+		stderr []string
+	}{
+		{"admin address in use", fmt.Sprintf(`
+admin: { listen: "%s" }
+inputs: { a: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [a], outputs: [out] } }
+`, busy.Addr()), []string{"turnout failed to start", "admin listen " + busy.Addr().String()}},
+		{"transport rejects its block", `
+admin: { listen: "" }
+inputs:
+  a: { type: test-in, topic: "#" }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [a], outputs: [out] } }
+`, []string{`turnout.yaml:3: inputs.a: input "a" (type test-in): topic "#": wildcards are not allowed`, "the configuration was rejected"}},
+		{"invalid configuration", `
+inputs: { a: { type: test-in } }
+routes: { r: { inputs: [a], outputs: [out] } }
+`, []string{`turnout.yaml:2: routes.r.outputs[0]: unknown output "out" (none are defined)`, "nothing was started"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeConfig(t, dir, tc.config)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			code, _, stderr := runCLI(ctx, "run", "-c", path)
+			if code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr)
+				}
+			}
+		})
+	}
+}

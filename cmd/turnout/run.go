@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/turnout-router/turnout/cmd/turnout/internal/admin"
+	"github.com/turnout-router/turnout/cmd/turnout/internal/config"
+	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/hostabi"
+	"github.com/turnout-router/turnout/transports/mqtt"
+
+	// Transports register their input and output types in init.
+	_ "github.com/turnout-router/turnout/transports/file"
+	_ "github.com/turnout-router/turnout/transports/http"
+)
+
+// closeTimeout bounds each Close after the engine has drained.
+const closeTimeout = 5 * time.Second
+
+// cmdRun runs the router until ctx ends (SIGINT or SIGTERM in main).
+func cmdRun(ctx context.Context, args []string, _, stderr io.Writer) int {
+	path, code, ok := configFlag("run", args, stderr)
+	if !ok {
+		return code
+	}
+	cfg, err := config.Load(path, config.Options{})
+	if err != nil {
+		printErrors(stderr, err)
+		fmt.Fprintf(stderr, "turnout: %s is not valid; nothing was started (turnout validate -c %s lists the problems)\n", path, path)
+		return 1
+	}
+	logger := newLogger(stderr, cfg.Log)
+	if err := serve(ctx, cfg, logger); err != nil {
+		var es config.Errors
+		if errors.As(err, &es) {
+			printErrors(stderr, es)
+			logger.Error("turnout failed to start: the configuration was rejected", "errors", len(es))
+			return 1
+		}
+		logger.Error("turnout failed to start", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func printErrors(w io.Writer, err error) {
+	var es config.Errors
+	if errors.As(err, &es) {
+		es.Sort()
+		for _, e := range es {
+			fmt.Fprintln(w, e.Error())
+		}
+		return
+	}
+	fmt.Fprintln(w, err)
+}
+
+func newLogger(w io.Writer, c config.LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // checked by config.Load
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// closer is one shutdown step, run in reverse order of start.
+type closer struct {
+	what string
+	fn   func(ctx context.Context) error
+}
+
+// serve starts every part of cfg, waits for ctx to end, then shuts down: engine drain first,
+// then the rules, the rule host, the broker and the admin server. It returns an error only when
+// startup failed.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err error) {
+	var closers []closer
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			c := closers[i]
+			cctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+			if cerr := c.fn(cctx); cerr != nil {
+				logger.Warn("shutdown step failed", "step", c.what, "err", cerr)
+			}
+			cancel()
+		}
+		if err == nil {
+			logger.Info("turnout stopped")
+		}
+	}()
+
+	reg := admin.NewRegistry(version)
+	cacheDir := filepath.Join(cfg.DataDir, "cache", "wasm")
+	if err := os.MkdirAll(cacheDir, 0o750); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	deps := engine.Deps{Logger: logger, Registerer: reg, DataDir: cfg.DataDir}
+
+	var (
+		eng   atomic.Pointer[engine.Engine]
+		parts atomic.Pointer[config.Built]
+	)
+	if addr := cfg.Admin.Addr(); addr != "" {
+		adm := admin.New(admin.Options{
+			Listen:   addr,
+			Gatherer: reg,
+			Logger:   logger.With("component", "admin"),
+			Ready:    func() (bool, []string) { return readiness(eng.Load(), parts.Load()) },
+		})
+		if err := adm.Start(); err != nil {
+			return err
+		}
+		closers = append(closers, closer{"admin server", adm.Shutdown})
+		logger.Info("admin server listening", "addr", adm.Addr())
+	}
+
+	if cfg.Broker != nil {
+		var bc mqtt.BrokerConfig
+		if err := cfg.Decoder(cfg.Broker, "broker")(&bc); err != nil {
+			return err
+		}
+		if bc.Enabled {
+			br, err := mqtt.NewBroker(bc, deps)
+			if err != nil {
+				return fmt.Errorf("embedded broker: %w", err)
+			}
+			if err := br.Start(ctx); err != nil {
+				return fmt.Errorf("start embedded broker: %w", err)
+			}
+			closers = append(closers, closer{"embedded broker", br.Close})
+		}
+	}
+
+	host, err := hostabi.NewHost(ctx, hostabi.Options{CacheDir: cacheDir, Logger: logger.With("component", "rules"), Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("start rule host: %w", err)
+	}
+	closers = append(closers, closer{"rule host", host.Close})
+
+	built, err := config.Build(ctx, cfg, config.BuildOptions{Deps: deps, LoadRule: ruleLoader(host)})
+	if err != nil {
+		closers = append(closers, closer{"configured parts", built.CloseAll})
+		return err
+	}
+	closers = append(closers, closer{"rules", built.CloseRules})
+	if len(built.Unused) > 0 {
+		logger.Warn("outputs not used by any route", "outputs", built.Unused)
+		if err := built.CloseOutputs(ctx, built.Unused); err != nil {
+			logger.Warn("close unused outputs", "err", err)
+		}
+	}
+
+	e := engine.New(engine.Options{Logger: logger.With("component", "engine"), Registerer: reg})
+	for _, r := range built.Routes {
+		if err := e.AddRoute(r); err != nil {
+			closers = append(closers, closer{"configured parts", built.CloseAll})
+			return fmt.Errorf("route %s: %w", r.Config.Name, err)
+		}
+	}
+	// The engine owns the inputs and outputs from here: Start starts them and Shutdown closes
+	// them. Sources keep running on a context of their own; ctx ending is only the signal.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	if err := e.Start(runCtx); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		if serr := e.Shutdown(sctx); serr != nil {
+			logger.Warn("engine shutdown after failed start", "err", serr)
+		}
+		return fmt.Errorf("start engine: %w", err)
+	}
+	eng.Store(e)
+	parts.Store(built)
+	logger.Info("turnout running", "version", version, "inputs", len(built.Inputs), "outputs", len(built.Outputs), "routes", len(built.Routes))
+
+	<-ctx.Done()
+	logger.Info("shutting down: draining in-flight messages", "drain_timeout", cfg.DrainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	if err := e.Shutdown(dctx); err != nil {
+		// Whatever did not drain was nacked, to be redelivered: not a startup failure.
+		logger.Warn("engine shutdown", "err", err)
+	}
+	return nil
+}
+
+// readiness backs /readyz: ready once the engine runs and is ready, listing the inputs and
+// outputs that report themselves not ready (engine.Readier).
+func readiness(e *engine.Engine, b *config.Built) (bool, []string) {
+	if e == nil || b == nil {
+		return false, []string{"starting"}
+	}
+	var notReady []string
+	for name, s := range b.Inputs {
+		if r, ok := s.(engine.Readier); ok && !r.Ready() {
+			notReady = append(notReady, "input "+name)
+		}
+	}
+	for name, s := range b.Outputs {
+		if r, ok := s.(engine.Readier); ok && !r.Ready() {
+			notReady = append(notReady, "output "+name)
+		}
+	}
+	sort.Strings(notReady)
+	if !e.Ready() {
+		notReady = append([]string{"engine"}, notReady...)
+	}
+	return len(notReady) == 0, notReady
+}
+
+// checkBroker decodes the broker block and builds (without starting) the broker, so that
+// validate reports its configuration errors: the decoding errors and the broker's own.
+func checkBroker(cfg *config.Config, deps engine.Deps) config.Errors {
+	if cfg.Broker == nil {
+		return nil
+	}
+	var errs config.Errors
+	var bc mqtt.BrokerConfig
+	if err := cfg.Decoder(cfg.Broker, "broker")(&bc); err != nil {
+		if !errors.As(err, &errs) {
+			errs = config.Errors{{File: cfg.Path, Line: cfg.Broker.Line, Key: "broker", Msg: err.Error()}}
+		}
+	}
+	if !bc.Enabled {
+		return errs
+	}
+	br, err := mqtt.NewBroker(bc, deps)
+	if err != nil {
+		// The broker names the key ("broker.max_queued: ..."): point at its line.
+		e := &config.Error{File: cfg.Path, Line: cfg.Broker.Line, Key: "broker", Msg: err.Error()}
+		if k, msg, ok := strings.Cut(err.Error(), ": "); ok && strings.HasPrefix(k, "broker.") && !strings.ContainsAny(k, " \t") {
+			e.Key, e.Msg = k, msg
+			e.Line = config.KeyLine(cfg.Broker, strings.TrimPrefix(k, "broker."))
+		}
+		return append(errs, e)
+	}
+	if err := br.Close(context.Background()); err != nil {
+		errs = append(errs, &config.Error{File: cfg.Path, Line: cfg.Broker.Line, Key: "broker", Msg: err.Error()})
+	}
+	return errs
+}
