@@ -92,6 +92,21 @@ func check(ctx context.Context, path string) (*config.Config, config.Errors) {
 	}
 	built, err := config.Build(ctx, cfg, config.BuildOptions{Deps: deps, LoadRule: ruleLoader(host)})
 	collect(err)
+	if err == nil {
+		// The engine's own checks of each route, as run would meet them; nothing is started.
+		e := engine.New(engine.Options{Logger: discard, Registerer: prometheus.NewRegistry()})
+		for _, r := range built.Routes {
+			if err := e.AddRoute(r); err != nil {
+				line := 0
+				for _, cr := range cfg.Routes {
+					if cr.Name == r.Config.Name {
+						line = cr.Line
+					}
+				}
+				all = append(all, &config.Error{File: path, Line: line, Key: "routes." + r.Config.Name, Msg: err.Error()})
+			}
+		}
+	}
 	if err := built.CloseAll(ctx); err != nil {
 		collect(err)
 	}

@@ -584,12 +584,12 @@ func (cfg *Config) checkRoute(r *Route, n *yaml.Node, key string, inputOwner map
 			c.add(valueLine(n, "retry", d.name), key+".retry."+d.name, "must not be negative")
 		}
 	}
-	if rp.InitialBackoff > 0 && rp.MaxBackoff > 0 && rp.InitialBackoff > rp.MaxBackoff {
-		c.add(valueLine(n, "retry", "initial_backoff"), key+".retry.initial_backoff", "%v is longer than max_backoff %v", rp.InitialBackoff, rp.MaxBackoff)
-	}
 	rc.Name = r.Name
 	rc.DefaultOutputs = defaults
 	r.Config = rc.Defaults()
+	if d := r.Config.Retry; d.InitialBackoff > d.MaxBackoff && rp.InitialBackoff >= 0 && rp.MaxBackoff >= 0 {
+		c.add(valueLine(n, "retry", "initial_backoff"), key+".retry.initial_backoff", "%v is longer than max_backoff %v", d.InitialBackoff, d.MaxBackoff)
+	}
 
 	if s.Rule != nil {
 		r.Rule = cfg.checkRule(s.Rule, child(n, "rule"), keyLine(n, "rule"), key+".rule")

@@ -311,6 +311,15 @@ inputs: [in]
 outputs: { out: test-out }
 routes: { r: { inputs: in, outputs: [out] } }
 `, nil, []string{"1: inputs: expected a mapping from name to input block, got a list", "2: outputs.out: expected a mapping with a type key", "3: routes.r.inputs: expected a list, got \"in\""}},
+		{"initial backoff longer than the default max backoff", `
+inputs: { in: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes:
+  r:
+    inputs: [in]
+    outputs: [out]
+    retry: { initial_backoff: 20s }
+`, nil, []string{"7: routes.r.retry.initial_backoff: 20s is longer than max_backoff 10s"}},
 		{"default outputs with a rule and rule limits", `
 inputs: { in: { type: test-in } }
 outputs: { out: { type: test-out } }
