@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -99,6 +100,7 @@ type delivery struct {
 	reason nackReason
 	err    error
 	done   bool
+	holds  atomic.Int32 // see unhold
 }
 
 // Dispatch implements Dispatcher: it takes an in-flight slot (blocking while the input has
@@ -120,6 +122,10 @@ func (in *input) Dispatch(ctx context.Context, m *Message, settle SettleFunc) er
 		}
 	}
 	d := &delivery{in: in, msg: m, settle: settle, start: time.Now()}
+	d.holds.Store(1)
+	if in.r.cfg.Mode == BestEffort {
+		d.holds.Store(2)
+	}
 	e.mu.RLock()
 	if e.closed {
 		e.mu.RUnlock()
@@ -148,8 +154,7 @@ func (in *input) run(d *delivery) {
 			e.log.Warn("best-effort event lost", "route", in.r.name, "input", in.name,
 				"reason", reasonLabels[reason], "err", err)
 		}
-		in.m.inFlight.Dec()
-		<-in.sem
+		in.unhold(d)
 		return
 	}
 	reason, err := in.r.process(e.ctx, in, d.msg)
@@ -171,9 +176,8 @@ func (in *input) complete(d *delivery, reason nackReason, err error) {
 }
 
 // release calls d's SettleFunc and accounts for it. It is called exactly once per delivery, with
-// no engine lock held.
-// The metrics are updated just before the call, so that a source that saw its settlement sees
-// them too; the slot is freed just after it, so that at most MaxInFlight messages are unsettled.
+// no engine lock held. The counters are updated just before the call, so that a source that saw
+// its settlement sees them too.
 func (in *input) release(d *delivery) {
 	if d.reason == reasonAck {
 		in.m.acked.Inc()
@@ -181,13 +185,17 @@ func (in *input) release(d *delivery) {
 		in.m.nacked[d.reason].Inc()
 	}
 	in.r.m.ackLatency.Observe(time.Since(d.start).Seconds())
-	atLeastOnce := in.r.cfg.Mode != BestEffort
-	if atLeastOnce {
-		in.m.inFlight.Dec()
-	}
 	d.settle(d.err)
-	if atLeastOnce {
-		// In best-effort mode the slot is held until processing ends (run frees it).
+	in.unhold(d)
+}
+
+// unhold drops one of d's holds on its in-flight slot and frees the slot with the last one. An
+// at-least-once delivery has one hold, its settlement; a best-effort one has two, settlement and
+// processing, so that the slot (and an ordered input's queue entry) is held until both ended and
+// the number of unsettled or unprocessed messages stays within MaxInFlight.
+func (in *input) unhold(d *delivery) {
+	if d.holds.Add(-1) == 0 {
+		in.m.inFlight.Dec()
 		<-in.sem
 	}
 }

@@ -85,6 +85,7 @@ func (s *Source) Closes() int { return int(s.closed.Load()) }
 type Settlement struct {
 	// Seq numbers messages in Dispatch order, from 0.
 	Seq  int
+	msg  *engine.Message
 	done chan struct{}
 	err  error
 	n    atomic.Int32
@@ -110,6 +111,9 @@ func (st *Settlement) Settled() (err error, ok bool) {
 	}
 }
 
+// Message returns the dispatched message.
+func (st *Settlement) Message() *engine.Message { return st.msg }
+
 // Calls reports how often the engine called the message's SettleFunc (1 is right).
 func (st *Settlement) Calls() int { return int(st.n.Load()) }
 
@@ -122,7 +126,7 @@ func (s *Source) Dispatch(ctx context.Context, m *engine.Message) (*Settlement, 
 	if d == nil {
 		return nil, errors.New("enginetest: Dispatch before Start")
 	}
-	st := &Settlement{done: make(chan struct{})}
+	st := &Settlement{msg: m, done: make(chan struct{})}
 	// Seq is assigned under mu after Dispatch returns, in the order Dispatch calls returned;
 	// the engine's order is the order it accepted them, which for one dispatching goroutine is
 	// the same. Tests of ordering dispatch from one goroutine.
