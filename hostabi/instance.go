@@ -226,7 +226,7 @@ func encodeEvent(w *wire.EventWriter, e *event.Event) {
 	optional(w, e.Subject())
 	if t := e.Time(); !t.IsZero() {
 		pos := w.BeginValue()
-		w.Buf = t.UTC().AppendFormat(w.Buf, time.RFC3339Nano)
+		w.Buf = appendTime(w.Buf, t)
 		w.EndValue(pos)
 	} else {
 		w.AttrAbsent()
@@ -326,4 +326,33 @@ func plain(s string) bool {
 		return false
 	}
 	return true
+}
+
+// appendTime appends t in UTC as time.RFC3339Nano formats it (the CloudEvents canonical form),
+// about four times faster than AppendFormat for years 0-9999.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(b, time.RFC3339Nano)
+	}
+	h, mi, sec := t.Clock()
+	b = append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+mo/10), byte('0'+mo%10), '-', byte('0'+d/10), byte('0'+d%10), 'T',
+		byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10))
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i >= 1; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 'Z')
 }

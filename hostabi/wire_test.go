@@ -106,6 +106,23 @@ func TestEncodeEventDoesNotAllocate(t *testing.T) {
 	}
 }
 
+func TestAppendTime(t *testing.T) {
+	for _, tm := range []time.Time{
+		time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 600, time.FixedZone("x", 3600)),
+		time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 6, 1, 12, 0, 0, 120000000, time.FixedZone("y", -7*3600)),
+	} {
+		want := tm.UTC().Format(time.RFC3339Nano)
+		if got := string(appendTime(nil, tm)); got != want {
+			t.Errorf("appendTime(%v) = %q, want %q", tm, got, want)
+		}
+	}
+}
+
 func TestAppendURL(t *testing.T) {
 	for _, s := range []string{
 		"/sensors/kitchen", "sensors/kitchen", "urn:device:pendant-7", "https://gw.example/homes/3",
@@ -138,6 +155,9 @@ func FuzzEventRoundTrip(f *testing.F) {
 		e.SetSubject(subject)
 		if ts != 0 {
 			e.SetTime(time.Unix(0, ts))
+			if got, want := string(appendTime(nil, time.Unix(0, ts))), time.Unix(0, ts).UTC().Format(time.RFC3339Nano); got != want {
+				t.Fatalf("appendTime = %q, want %q", got, want)
+			}
 		}
 		e.SetExtension(extName, extValue)
 		if data != nil {
