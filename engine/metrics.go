@@ -59,7 +59,24 @@ const (
 
 var decLabels = [nDec]string{"drop", "route", "fail", "error"}
 
-// metrics holds the engine's collectors. Label values are route, input and output names and
+// metrics holds the engine's collectors:
+//
+//	turnout_events_received_total{route,input}         messages Dispatch accepted
+//	turnout_events_acked_total{route,input}            settled with nil
+//	turnout_events_nacked_total{route,input,reason}    settled with an error; reason is malformed,
+//	                                                   rule, output, dead-letter or shutdown
+//	turnout_events_dropped_total{route}                acked without delivery (rule drop, or
+//	                                                   on_rule_error: drop)
+//	turnout_events_routed_total{route,output}          sends an output confirmed
+//	turnout_events_dead_lettered_total{route,reason}   dead letters confirmed; reason is malformed,
+//	                                                   rule or output
+//	turnout_delivery_retries_total{route,output}       attempts after the first
+//	turnout_delivery_failures_total{route,output,reason} failed attempts; timeout, permanent, error
+//	turnout_events_in_flight{route,input}              messages holding an in-flight slot
+//	turnout_ack_latency_seconds{route}                 Dispatch to settlement
+//	turnout_rule_decisions_total{route,action}         drop, route, fail, error
+//
+// Dead-letter sends count under the dead-letter output's name in the per-output metrics. Label values are route, input and output names and
 // fixed reason sets, so cardinality is bounded by the configuration.
 type metrics struct {
 	received     *prometheus.CounterVec

@@ -98,7 +98,7 @@ func (e *Engine) AddRoute(r Route) error {
 		if other, dup := e.inputs[in]; dup {
 			return fmt.Errorf("route %q: input %q is already used by route %q", name, in, other)
 		}
-		if comparable(src) {
+		if isComparable(src) {
 			if other, dup := e.sources[src]; dup {
 				return fmt.Errorf("route %q: input %q is the same source as input %q", name, in, other)
 			}
@@ -121,7 +121,7 @@ func (e *Engine) AddRoute(r Route) error {
 	// Commit only after every check passed.
 	seen := map[Source]string{}
 	for in, src := range r.Inputs {
-		if comparable(src) {
+		if isComparable(src) {
 			if other, dup := seen[src]; dup {
 				return fmt.Errorf("route %q: input %q is the same source as input %q", name, in, other)
 			}
@@ -156,9 +156,9 @@ func validateConfig(c RouteConfig) error {
 	return nil
 }
 
-// comparable reports whether v can be a map key (a Source or Sink of a non-comparable dynamic
+// isComparable reports whether v can be a map key (a Source or Sink of a non-comparable dynamic
 // type is treated as distinct from every other).
-func comparable(v any) bool { return reflect.TypeOf(v).Comparable() }
+func isComparable(v any) bool { return reflect.TypeOf(v).Comparable() }
 
 // sinks returns every sink of every route (outputs and dead-letter outputs), each once.
 // e.mu must be held.
@@ -169,7 +169,7 @@ func (e *Engine) sinks() []Sink {
 		if s == nil {
 			return
 		}
-		if comparable(s) {
+		if isComparable(s) {
 			if seen[s] {
 				return
 			}
