@@ -43,8 +43,8 @@ type metrics struct {
 }
 
 // NewHost makes a host. It fails when the compilation cache directory cannot be used or the
-// metrics cannot be registered. Called once at start-up.
-func NewHost(ctx context.Context, o Options) (*Host, error) {
+// metrics cannot be registered. Called once at start-up; ctx is not retained.
+func NewHost(_ context.Context, o Options) (*Host, error) {
 	h := &Host{logger: o.Logger}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
@@ -87,7 +87,6 @@ func NewHost(ctx context.Context, o Options) (*Host, error) {
 	}, labels)); err != nil {
 		return nil, err
 	}
-	_ = ctx
 	return h, nil
 }
 

@@ -2,8 +2,12 @@ package hostabi
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestLoadRefuses(t *testing.T) {
@@ -111,4 +115,26 @@ func TestLoadAccepts(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestNewHost(t *testing.T) {
+	t.Run("cache dir that is a file", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "file")
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewHost(context.Background(), Options{CacheDir: f}); err == nil || !strings.Contains(err.Error(), "hostabi compilation cache") {
+			t.Errorf("NewHost = %v, want a compilation cache error", err)
+		}
+	})
+	t.Run("two hosts share one registry", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		for range 2 {
+			h, err := NewHost(context.Background(), Options{Registerer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Close(context.Background())
+		}
+	})
 }

@@ -200,6 +200,12 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 
 	r.idle = make(chan *instance, pool)
 	r.slots = make(chan struct{}, pool)
+	r.slots <- struct{}{}
+	inst, err := r.newInstance(ctx)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	// Metric series exist only for rules that loaded.
 	labels := prometheus.Labels{"rule": r.name, "version": r.version}
 	r.calls = h.m.calls.With(labels)
 	r.duration = h.m.duration.With(labels)
@@ -207,12 +213,6 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	r.errs = map[string]prometheus.Counter{}
 	for _, k := range []string{"trap", "timeout", "memory", "decode", "init"} {
 		r.errs[k] = h.m.errors.WithLabelValues(r.name, r.version, k)
-	}
-
-	r.slots <- struct{}{}
-	inst, err := r.newInstance(ctx)
-	if err != nil {
-		return nil, fail("%v", err)
 	}
 	r.instances.Inc()
 	r.idle <- inst
