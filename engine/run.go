@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -271,7 +272,17 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		e.log.Warn("drain deadline passed: cancelling in-flight deliveries, they will be nacked")
 		e.cancel()
-		<-drained
+		// Sink.Send and Rule.Decide must return once their context ends; say so loudly if one
+		// does not, as its messages cannot be settled until it does.
+		for waiting := true; waiting; {
+			select {
+			case <-drained:
+				waiting = false
+			case <-time.After(5 * time.Second):
+				e.log.Error("deliveries still running after cancellation: an output or rule ignores its context",
+					"in_flight", e.inFlight(routes))
+			}
+		}
 		errs = append(errs, fmt.Errorf("engine drain: in-flight deliveries cancelled and nacked: %w", ctx.Err()))
 	}
 	e.cancel()
@@ -283,6 +294,17 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	}
 	e.log.Info("engine stopped")
 	return errors.Join(errs...)
+}
+
+// inFlight counts the deliveries holding a slot.
+func (e *Engine) inFlight(routes []*route) int {
+	n := 0
+	for _, r := range routes {
+		for _, in := range r.inputs {
+			n += len(in.sem)
+		}
+	}
+	return n
 }
 
 // Ready reports whether the engine is running (started, not shut down) and every source and
