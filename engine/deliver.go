@@ -181,7 +181,8 @@ func (r *route) deadLetter(ctx context.Context, ev *event.Event, why int, cause 
 
 // fanOut delivers ev to every output concurrently; each output retries on its own, so a partial
 // failure retries only the outputs that have not confirmed. It acks when every output confirmed
-// or was dead-lettered.
+// or was dead-lettered. The outputs read the same ev at the same time: a Sink must not modify
+// the event it is given.
 func (r *route) fanOut(ctx context.Context, ev *event.Event, outs []*output) (nackReason, error) {
 	if len(outs) == 1 {
 		return r.deliver(ctx, ev, outs[0])

@@ -209,7 +209,7 @@ func TestShutdownDrainsThenNacks(t *testing.T) {
 	}
 	eventually(t, "both sends to start", func() bool { return quick.outstanding.Load() == 1 && stuck.outstanding.Load() == 1 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- v.e.Shutdown(ctx) }()
