@@ -116,7 +116,7 @@ outputs:
 routes:
   r: { inputs: [a, b], outputs: ["${TURNOUT_TEST_OUT}"] }
 `, map[string]string{"TURNOUT_TEST_TOPIC": "alarms/#", "TURNOUT_TEST_OUT": "out"}, 1, "", []string{
-			`2: inputs.a: input "a" (type test-in): topic "alarms/#": wildcards are not allowed`,
+			`2: inputs.a: topic "alarms/#": wildcards are not allowed`,
 			`5: environment variable TURNOUT_TEST_UNSET is not set (use ${TURNOUT_TEST_UNSET:-default} to give a default)`,
 		}},
 		{"every error is listed with line and key", `
@@ -134,7 +134,7 @@ routes:
     retry: { timeout: 5 }
 `, nil, 1, "", []string{
 			`1: log.level: unknown level "verbose" (known: debug, info, warn, error)`,
-			`3: inputs.a: input "a" (type test-in): topic "x/#": wildcards are not allowed`,
+			`3: inputs.a: topic "x/#": wildcards are not allowed`,
 			`4: inputs.b.topci: unknown key (known keys: topic)`,
 			`5: inputs.c.type: unknown input type "smtp" (known: [http mqtt test-in])`,
 			`10: routes.r.inputs[3]: unknown input "d" (defined: a, b, c)`,
@@ -363,7 +363,7 @@ inputs:
   a: { type: test-in, topic: "#" }
 outputs: { out: { type: test-out } }
 routes: { r: { inputs: [a], outputs: [out] } }
-`, []string{`turnout.yaml:3: inputs.a: input "a" (type test-in): topic "#": wildcards are not allowed`, "the configuration was rejected"}},
+`, []string{`turnout.yaml:3: inputs.a: topic "#": wildcards are not allowed`, "the configuration was rejected"}},
 		{"invalid configuration", `
 inputs: { a: { type: test-in } }
 routes: { r: { inputs: [a], outputs: [out] } }

@@ -60,7 +60,7 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 		key := m.key("inputs")
 		src, err := m.input(m.Name, cfg.Decoder(m.Node, key), deps)
 		if err != nil {
-			addModuleError(c, m, key, "input", err)
+			addModuleError(c, m, key, err)
 			continue
 		}
 		if src == nil {
@@ -76,7 +76,7 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 		key := m.key("outputs")
 		sink, err := m.output(m.Name, cfg.Decoder(m.Node, key), deps)
 		if err != nil {
-			addModuleError(c, m, key, "output", err)
+			addModuleError(c, m, key, err)
 			continue
 		}
 		if sink == nil {
@@ -136,14 +136,15 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 }
 
 // addModuleError locates a factory error: errors from the module's Decoder already carry their
-// key and line; any other error is reported at the module's name.
-func addModuleError(c *collector, m *Module, key, kind string, err error) {
+// key and line; any other error is reported at the module's name (the key, inputs.<name>, names
+// the module; the message is the factory's).
+func addModuleError(c *collector, m *Module, key string, err error) {
 	var es Errors
 	if errors.As(err, &es) {
 		c.errs = append(c.errs, es...)
 		return
 	}
-	c.add(m.Line, key, "%s %q (type %s): %v", kind, m.Name, m.Type, err)
+	c.add(m.Line, key, "%v", err)
 }
 
 // CloseRules closes every rule that has a Close method, returning the errors joined.

@@ -182,7 +182,8 @@ type Route struct {
 
 // Rule is a route's checked rule.
 type Rule struct {
-	// Path is the Wasm file, resolved against the configuration's directory.
+	// Path is the Wasm file, resolved against the configuration's directory; empty when it is
+	// missing or not a file (already reported).
 	Path string
 	// Line is the line of the file key.
 	Line int
@@ -609,8 +610,10 @@ func (cfg *Config) checkRule(s *RuleSpec, n *yaml.Node, line int, key string) *R
 		}
 		if st, err := os.Stat(r.Path); err != nil {
 			c.add(s.File.Line, key+".file", "%v", err)
+			r.Path = "" // reported; Build does not try it again
 		} else if st.IsDir() {
 			c.add(s.File.Line, key+".file", "%s is a directory, not a .wasm file", r.Path)
+			r.Path = ""
 		}
 	}
 	if s.Timeout != nil {

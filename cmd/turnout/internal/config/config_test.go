@@ -367,7 +367,7 @@ inputs:
     fail: cannot reach the broker
 outputs: { out: { type: test-out } }
 routes: { r: { inputs: [in], outputs: [out] } }
-`, []string{`2: inputs.in: input "in" (type test-in): cannot reach the broker`}},
+`, []string{`2: inputs.in: cannot reach the broker`}},
 		{"module decoder reports unknown keys and bad values at their own lines", `
 inputs:
   in:
