@@ -45,7 +45,7 @@ func (r *route) process(ctx context.Context, in *input, m *Message) (nackReason,
 
 	outs := r.defaults
 	if r.rule != nil {
-		d, err := r.rule.Decide(ctx, ev)
+		d, err := decide(ctx, r.rule, ev)
 		if err != nil {
 			if ctx.Err() != nil {
 				return reasonShutdown, errShutdown
@@ -244,7 +244,7 @@ func (r *route) send(ctx context.Context, o *output, ev *event.Event) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, p.Timeout)
-		err = o.sink.Send(sctx, ev)
+		err = sendOnce(sctx, o.sink, ev)
 		timedOut := sctx.Err() == context.DeadlineExceeded
 		cancel()
 		if err == nil {
@@ -272,6 +272,27 @@ func (r *route) send(ctx context.Context, o *output, ev *event.Event) error {
 		o.m.retries.Inc()
 		backoff = min(backoff*2, p.MaxBackoff)
 	}
+}
+
+// decide calls rule.Decide, turning a panic into a rule failure of kind "panic": a faulty rule
+// costs its event, not the process and every other in-flight message with it.
+func decide(ctx context.Context, rule Rule, ev *event.Event) (d Decision, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			d, err = Decision{}, &RuleError{Kind: "panic", Err: fmt.Errorf("%v", p)}
+		}
+	}()
+	return rule.Decide(ctx, ev)
+}
+
+// sendOnce calls sink.Send, turning a panic into an error (retried like any other).
+func sendOnce(ctx context.Context, sink Sink, ev *event.Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("output panicked: %v", p)
+		}
+	}()
+	return sink.Send(ctx, ev)
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -201,6 +201,29 @@ func TestDelivery(t *testing.T) {
 			},
 		},
 		{
+			name: "panicking output is retried then dead-lettered", rule: route("a"),
+			outs: map[string]*enginetest.Sink{"a": sink(func(context.Context, int, *event.Event) error { panic("boom") })},
+			dl:   &enginetest.Sink{}, wantAck: true,
+			check: func(t *testing.T, v *env) {
+				if got := v.outs["a"].Attempts("e1"); got != fastRetry.MaxAttempts {
+					t.Errorf("output a sent %d times, want %d", got, fastRetry.MaxAttempts)
+				}
+				if got := ext(t, v.dl.Confirmed()[0], engine.ExtError); !strings.Contains(got, "boom") {
+					t.Errorf("turnouterror = %q, want the panic", got)
+				}
+			},
+		},
+		{
+			name: "panicking rule is a rule failure",
+			rule: enginetest.RuleFunc(func(context.Context, *event.Event) (engine.Decision, error) { panic("rule bug") }),
+			outs: map[string]*enginetest.Sink{"a": {}}, dl: &enginetest.Sink{}, wantAck: true,
+			check: func(t *testing.T, v *env) {
+				if got := ext(t, v.dl.Confirmed()[0], engine.ExtErrorKind); got != "panic" {
+					t.Errorf("turnouterrorkind = %q, want panic", got)
+				}
+			},
+		},
+		{
 			name: "drop acks", rule: decide(engine.Decision{Action: engine.ActionDrop}, nil),
 			outs: map[string]*enginetest.Sink{"a": {}}, wantAck: true,
 			check: func(t *testing.T, v *env) {
