@@ -405,3 +405,30 @@ func TestAddRouteValidation(t *testing.T) {
 		}
 	})
 }
+
+func TestShutdownWakesBlockedDispatch(t *testing.T) {
+	g := newGate()
+	v := setup(t, engine.RouteConfig{MaxInFlight: 1}, enginetest.RouteTo("a"), map[string]*enginetest.Sink{"a": {Fail: g.fail}}, nil, nil)
+	first, err := v.src.Send(context.Background(), enginetest.NewEvent("1", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := v.src.Send(context.Background(), enginetest.NewEvent("2", nil))
+		blocked <- err
+	}()
+	eventually(t, "the send", func() bool { return g.outstanding.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_ = v.e.Shutdown(ctx)
+	if err := <-blocked; !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("Dispatch blocked by backpressure returned %v at shutdown, want ErrClosed", err)
+	}
+	if err, ok := first.Settled(); !ok || err == nil {
+		t.Errorf("in-flight message: settled=%v err=%v, want a nack after the drain deadline", ok, err)
+	}
+	if got := len(v.src.Accepted()); got != 1 {
+		t.Errorf("%d messages accepted, want 1", got)
+	}
+}
