@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/turnout-router/turnout/hostabi/internal/rulebuild"
+	"github.com/turnout-router/turnout/internal/rulebuild"
 )
 
 // testCacheDir is shared by every test host so each module version compiles once per machine.

@@ -1,0 +1,45 @@
+# turnout: `make run` starts the quickstart on the embedded broker, `make test` runs every test.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := build/turnout
+
+.PHONY: all build run test vet fmt-check bench fuzz clean rules
+
+all: build rules
+
+# The stock rules, built to build/rules/<name>.wasm with the standard Go toolchain.
+include filters/rules.mk
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnout
+
+# Quickstart: embedded MQTT broker on 127.0.0.1:11883, HTTP input on 127.0.0.1:8080,
+# admin (metrics) on 127.0.0.1:9090. Needs nothing but Go.
+run: build rules
+	$(BIN) run -c examples/quickstart/turnout.yaml
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+# Unit and integration tests (the integration tests need mosquitto, see scripts/brokers.sh).
+test: fmt-check vet
+	$(GO) test -race -timeout 20m ./...
+
+# Benchmarks: the rule call path and the engine; figures go to docs/benchmarks.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/
+
+# A short run of every fuzz target.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf build
