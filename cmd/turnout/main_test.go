@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -241,6 +242,76 @@ func httpGet(url string) (int, string, error) {
 	return resp.StatusCode, string(b), err
 }
 
+// running is a `turnout run` started in-process by startRun.
+type running struct {
+	stderr *syncBuffer
+	cancel context.CancelFunc
+	done   chan int
+}
+
+// startRun runs `turnout run -c path` in-process and waits until /readyz on adminAddr says
+// ready.
+func startRun(t *testing.T, path, adminAddr string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	t.Cleanup(cancel)
+	go func() { r.done <- cli(ctx, []string{"run", "-c", path}, io.Discard, r.stderr) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := httpGet("http://" + adminAddr + "/readyz")
+		if err == nil && code == http.StatusOK {
+			return r
+		}
+		select {
+		case c := <-r.done:
+			t.Fatalf("turnout exited with %d before it was ready; stderr:\n%s", c, r.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 30s (last: %d %q %v); stderr:\n%s", code, body, err, r.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop cancels the run as a signal would and returns the exit code.
+func (r *running) stop(t *testing.T) int {
+	t.Helper()
+	r.cancel()
+	select {
+	case code := <-r.done:
+		return code
+	case <-time.After(30 * time.Second):
+		t.Fatalf("turnout did not stop within 30s of the signal; stderr:\n%s", r.stderr.String())
+		return -1
+	}
+}
+
+// postEvent posts a binary-mode CloudEvent and returns the status code.
+func postEvent(t *testing.T, url, id, typ string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"level":"high"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("ce-specversion", "1.0")
+	req.Header.Set("ce-id", id)
+	req.Header.Set("ce-source", "/home/42")
+	req.Header.Set("ce-type", typ)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Logf("POST %s: %d %s", id, resp.StatusCode, body)
+	}
+	return resp.StatusCode
+}
+
 // TestRun runs `turnout run` in-process with an HTTP input and a file output, posts an event,
 // finds it in the output file, then stops turnout as a signal would and expects exit code 0.
 func TestRun(t *testing.T) {
@@ -262,53 +333,15 @@ routes:
     outputs: [log]
 `, adminAddr, httpAddr, outFile))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() { done <- cli(ctx, []string{"run", "-c", path}, &stdout, &stderr) }()
-
-	// Wait until /readyz says ready.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, body, err := httpGet("http://" + adminAddr + "/readyz")
-		if err == nil && code == http.StatusOK {
-			break
-		}
-		select {
-		case c := <-done:
-			t.Fatalf("turnout exited with %d before it was ready; stderr:\n%s", c, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 30s (last: %d %q %v); stderr:\n%s", code, body, err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	r := startRun(t, path, adminAddr)
 	if code, body, err := httpGet("http://" + adminAddr + "/healthz"); err != nil || code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q %v", code, body, err)
 	}
 	if st, err := os.Stat(filepath.Join(dir, "state", "cache", "wasm")); err != nil || !st.IsDir() {
 		t.Errorf("data_dir/cache/wasm not created below the config's directory: %v", err)
 	}
-
-	req, err := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/events", strings.NewReader(`{"level":"high"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("ce-specversion", "1.0")
-	req.Header.Set("ce-id", "alarm-4711")
-	req.Header.Set("ce-source", "/home/42")
-	req.Header.Set("ce-type", "care.alarm.fall")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("POST event = %d %s, want 204", resp.StatusCode, body)
+	if code := postEvent(t, "http://"+httpAddr+"/events", "alarm-4711", "care.alarm.fall"); code != http.StatusNoContent {
+		t.Fatalf("POST event = %d, want 204", code)
 	}
 	out, err := os.ReadFile(outFile)
 	if err != nil {
@@ -317,26 +350,78 @@ routes:
 	if !strings.Contains(string(out), `"alarm-4711"`) || !strings.Contains(string(out), `"care.alarm.fall"`) {
 		t.Errorf("output file lacks the event:\n%s", out)
 	}
-
 	if code, metrics, err := httpGet("http://" + adminAddr + "/metrics"); err != nil || code != 200 ||
 		!strings.Contains(metrics, `turnout_build_info{goversion="`+runtime.Version()+`",version="dev"} 1`) {
 		t.Errorf("/metrics = %d %v, build info missing", code, err)
 	}
 
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("exit code %d after shutdown, want 0; stderr:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("turnout did not stop within 30s of the signal; stderr:\n%s", stderr.String())
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit code %d after shutdown, want 0; stderr:\n%s", code, r.stderr.String())
 	}
-	if !strings.Contains(stderr.String(), `"msg":"turnout stopped"`) {
-		t.Errorf("no JSON log line for the stop; stderr:\n%s", stderr.String())
+	if !strings.Contains(r.stderr.String(), `"msg":"turnout stopped"`) {
+		t.Errorf("no JSON log line for the stop; stderr:\n%s", r.stderr.String())
 	}
 	if _, _, err := httpGet("http://" + adminAddr + "/healthz"); err == nil {
 		t.Error("admin server still answers after exit")
+	}
+}
+
+// TestRunWithRule runs turnout with the stock attrroute rule, configured from YAML, and checks
+// that each event lands in the output the rule chose for it.
+func TestRunWithRule(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Wasm rule with the Go toolchain; run without -short")
+	}
+	dir := t.TempDir()
+	// The stock rule, built as `make rules` does (hostabi/internal/rulebuild is not importable
+	// from here).
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(dir, "attrroute.wasm"), "github.com/turnout-router/turnout/filters/rules/attrroute")
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build rule: %v\n%s", err, out)
+	}
+	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+	urgent, other := filepath.Join(dir, "urgent.jsonl"), filepath.Join(dir, "other.jsonl")
+	path := writeConfig(t, dir, fmt.Sprintf(`
+admin: { listen: "%s" }
+inputs:
+  webhook: { type: http, listen: "%s" }
+outputs:
+  urgent: { type: file, path: "%s" }
+  other: { type: file, path: "%s" }
+routes:
+  care:
+    inputs: [webhook]
+    outputs: [urgent, other]
+    rule:
+      file: attrroute.wasm
+      config:
+        filters:
+          - { attribute: type, prefix: care.alarm., outputs: [urgent] }
+        default: [other]
+`, adminAddr, httpAddr, urgent, other))
+
+	code, stdout, stderr := runCLI(context.Background(), "validate", "-c", path)
+	if code != 0 || stdout != "ok: 1 inputs, 2 outputs, 1 routes\n" {
+		t.Fatalf("validate = %d %q %s", code, stdout, stderr)
+	}
+	r := startRun(t, path, adminAddr)
+	for _, ev := range []struct{ id, typ string }{{"a1", "care.alarm.fall"}, {"p1", "care.ping"}} {
+		if code := postEvent(t, "http://"+httpAddr+"/", ev.id, ev.typ); code != http.StatusNoContent {
+			t.Fatalf("POST %s = %d, want 204", ev.id, code)
+		}
+	}
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+	}
+	for file, want := range map[string]string{urgent: `"id":"a1"`, other: `"id":"p1"`} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lines := strings.Count(string(b), "\n"); lines != 1 || !strings.Contains(string(b), want) {
+			t.Errorf("%s = %q, want exactly the event with %s", filepath.Base(file), b, want)
+		}
 	}
 }
 
