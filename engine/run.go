@@ -238,11 +238,12 @@ func (e *Engine) sinkName(s Sink) string {
 	return "?"
 }
 
-// Shutdown stops taking input (Dispatch returns ErrClosed, sources are closed), lets in-flight
-// deliveries finish until ctx is done, then cancels the rest, which settle with a nack (reason
-// shutdown), and finally closes every sink. When Shutdown returns, every message Dispatch
-// accepted has been settled exactly once. It relies on Sink.Send and Rule.Decide returning once
-// their context ends. A second call returns the first call's result.
+// Shutdown stops taking input (Dispatch returns ErrClosed; sources are closed, concurrently
+// with the drain), lets in-flight deliveries finish until ctx is done, then cancels the rest,
+// which settle with a nack (reason shutdown), and finally closes every sink. When Shutdown
+// returns, every message Dispatch accepted has been settled exactly once. It relies on Sink.Send
+// and Rule.Decide returning once their context ends. A second call returns the first call's
+// result. The error reports a drain cut short by ctx and any Close failure.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.shutOnce.Do(func() { e.shutErr = e.shutdown(ctx) })
 	return e.shutErr
@@ -256,12 +257,22 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	sinks := e.sinks()
 	e.mu.Unlock()
 
-	var errs []error
+	// Sources close concurrently with each other and with the drain: a Source's Close may wait
+	// for its own in-flight messages to be settled (an HTTP server waiting for its handlers).
+	var (
+		errs    []error
+		errMu   sync.Mutex
+		closers sync.WaitGroup
+	)
 	for _, r := range routes {
 		for _, in := range r.inputs {
-			if err := in.src.Close(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("route %s: close input %s: %w", r.name, in.name, err))
-			}
+			closers.Go(func() {
+				if err := in.src.Close(ctx); err != nil {
+					errMu.Lock()
+					errs = append(errs, fmt.Errorf("route %s: close input %s: %w", r.name, in.name, err))
+					errMu.Unlock()
+				}
+			})
 		}
 	}
 
@@ -283,9 +294,12 @@ func (e *Engine) shutdown(ctx context.Context) error {
 					"in_flight", e.inFlight(routes))
 			}
 		}
+		errMu.Lock()
 		errs = append(errs, fmt.Errorf("engine drain: in-flight deliveries cancelled and nacked: %w", ctx.Err()))
+		errMu.Unlock()
 	}
 	e.cancel()
+	closers.Wait()
 
 	for _, s := range sinks {
 		if err := s.Close(ctx); err != nil {
