@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/rulebuild"
 )
 
 // nopModule is a test-only input and output type ("test-in", "test-out") whose factory
@@ -373,12 +373,12 @@ func TestRunWithRule(t *testing.T) {
 		t.Skip("builds a Wasm rule with the Go toolchain; run without -short")
 	}
 	dir := t.TempDir()
-	// The stock rule, built as `make rules` does (hostabi/internal/rulebuild is not importable
-	// from here).
-	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", filepath.Join(dir, "attrroute.wasm"), "github.com/turnout-router/turnout/filters/rules/attrroute")
-	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build rule: %v\n%s", err, out)
+	wasm, err := rulebuild.Build("filters/rules/attrroute")
+	if err != nil {
+		t.Fatalf("build rule: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "attrroute.wasm"), wasm, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
 	urgent, other := filepath.Join(dir, "urgent.jsonl"), filepath.Join(dir, "other.jsonl")
