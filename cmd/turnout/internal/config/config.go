@@ -50,10 +50,10 @@ type Options struct {
 // Config is a checked configuration. Load returns it, possibly partial, together with the
 // errors found, so that Build can still check the parts that are valid.
 type Config struct {
-	// Path is the file as given to Load; Dir is its directory, which relative paths are
-	// resolved against.
+	// Path is the file as given to Load; Dir is its directory, which relative rule file paths
+	// are resolved against.
 	Path, Dir string
-	// DataDir is data_dir resolved against Dir.
+	// DataDir is data_dir made absolute (relative to the working directory).
 	DataDir string
 	Log     LogConfig
 	Admin   AdminConfig
@@ -249,8 +249,9 @@ func Parse(path string, data []byte, opts Options) (*Config, error) {
 	if cfg.DataDir == "" {
 		cfg.DataDir = DefaultDataDir
 	}
-	if !filepath.IsAbs(cfg.DataDir) {
-		cfg.DataDir = filepath.Join(cfg.Dir, cfg.DataDir)
+	// Relative to the working directory, like the paths in transport blocks.
+	if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+		cfg.DataDir = abs
 	}
 	cfg.Log = f.Log
 	if cfg.Log.Level == "" {

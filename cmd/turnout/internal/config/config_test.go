@@ -86,8 +86,12 @@ func TestParseValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	if got, want := cfg.DataDir, filepath.Join(dir, "data"); got != want {
-		t.Errorf("DataDir = %q, want %q (relative to the config file)", got, want)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.DataDir, filepath.Join(wd, "data"); got != want {
+		t.Errorf("DataDir = %q, want %q (relative to the working directory)", got, want)
 	}
 	if cfg.Admin.Addr() != DefaultAdminListen || cfg.DrainTimeout != DefaultDrainTimeout || cfg.Log.Level != "info" || cfg.Log.Format != "text" {
 		t.Errorf("defaults not applied: admin %q drain %v log %+v", cfg.Admin.Addr(), cfg.DrainTimeout, cfg.Log)
