@@ -1,0 +1,405 @@
+package reliability
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/turnout-router/turnout/internal/rulebuild"
+	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// turnoutBinary builds cmd/turnout once per test run.
+func turnoutBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := rulebuild.ModuleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "turnout-reliability-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "turnout")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/turnout")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/turnout: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// writeRule builds the rule package pkgDir and writes its module into dir.
+func writeRule(t *testing.T, dir, pkgDir string) string {
+	t.Helper()
+	wasm, err := rulebuild.Build(pkgDir)
+	if err != nil {
+		t.Fatalf("build rule %s: %v", pkgDir, err)
+	}
+	path := filepath.Join(dir, filepath.Base(pkgDir)+".wasm")
+	if err := os.WriteFile(path, wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// process is one turnout process under test, restartable with the same configuration.
+type process struct {
+	t      *testing.T
+	bin    string
+	config string
+	admin  string
+	log    *os.File
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func startTurnout(t *testing.T, config, admin string) *process {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), "turnout.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, bin: turnoutBinary(t), config: config, admin: admin, log: logf}
+	t.Cleanup(func() {
+		if t.Failed() && p.alive() {
+			if r, err := http.Get("http://" + p.admin + "/metrics"); err == nil {
+				var lines []string
+				sc := bufio.NewScanner(r.Body)
+				for sc.Scan() {
+					if l := sc.Text(); strings.HasPrefix(l, "turnout_") && !strings.HasSuffix(l, " 0") && !strings.Contains(l, "_bucket") {
+						lines = append(lines, l)
+					}
+				}
+				r.Body.Close()
+				t.Logf("turnout metrics:\n%s", strings.Join(lines, "\n"))
+			}
+		}
+		p.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("turnout log (tail):\n%s", b)
+		}
+	})
+	p.start("/readyz")
+	return p
+}
+
+// start runs turnout and waits until the admin endpoint answers 200: /readyz on a first start
+// (the input's session must exist before anything is published), /healthz on a restart, which
+// may rightly be unready while an output is down.
+func (p *process) start(endpoint string) {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, "run", "-c", p.config)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatalf("start turnout: %v", err)
+	}
+	p.exited = make(chan struct{})
+	go func(c *exec.Cmd, done chan struct{}) { c.Wait(); close(done) }(p.cmd, p.exited)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("turnout exited during start: %v", p.cmd.ProcessState)
+		default:
+		}
+		if r, err := http.Get("http://" + p.admin + endpoint); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("turnout: %s not 200 after 30s", endpoint)
+}
+
+// kill ends the process with SIGKILL, as a crash or an out-of-memory killer would.
+func (p *process) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	p.cmd = nil
+}
+
+func (p *process) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return p.cmd != nil
+	}
+}
+
+// TestKillRestart runs MQTT -> attrroute rule -> MQTT through private mosquitto brokers while
+// turnout is killed with SIGKILL and restarted, and while the output broker is down: every
+// event the generator got a PUBACK for must reach the validator.
+func TestKillRestart(t *testing.T) {
+	in, out := mqtttest.Start(t), mqtttest.Start(t)
+	dir := t.TempDir()
+	rule := writeRule(t, dir, "filters/rules/attrroute")
+	admin := freeAddr(t)
+	config := filepath.Join(dir, "turnout.yaml")
+	writeFile(t, config, fmt.Sprintf(`
+data_dir: %[1]s/data
+admin: { listen: %[2]s }
+log: { level: info }
+shutdown: { drain_timeout: 2s }
+inputs:
+  devices:
+    type: mqtt
+    brokers: [%[3]q]
+    client_id: turnout-reliability-in
+    topics: ["devices/#"]
+    reconnect_min_backoff: 100ms
+    reconnect_max_backoff: 500ms
+outputs:
+  alarms:
+    type: mqtt
+    brokers: [%[4]q]
+    client_id: turnout-reliability-out
+    topic_template: "alarms/{type}"
+    reconnect_min_backoff: 100ms
+    reconnect_max_backoff: 500ms
+  dlq:
+    type: file
+    path: %[1]s/dead-letter.jsonl
+routes:
+  care:
+    inputs: [devices]
+    outputs: [alarms]
+    dead_letter: dlq
+    max_in_flight: 64
+    retry: { max_attempts: 1000, initial_backoff: 50ms, max_backoff: 500ms, timeout: 2s }
+    rule:
+      file: %[5]s
+      config:
+        filters: [{ attribute: type, prefix: "care.alarm.", outputs: [alarms] }]
+`, dir, admin, in.URL(), out.URL(), rule))
+
+	run := fmt.Sprintf("kill%d", time.Now().UnixNano())
+	v, err := NewValidator(out.URL(), "validator-"+run, "alarms/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	pub, err := NewPublisher(in.URL(), "generator-"+run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+
+	tr := startTurnout(t, config, admin)
+	start := time.Now()
+	const total = 6000
+	type result struct {
+		seqs []int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		seqs, err := pub.Publish("devices/pendant", run, 0, total, 300, 10, time.Now().Add(3*time.Minute))
+		done <- result{seqs, err}
+	}()
+
+	// Three crashes while events flow.
+	for i := range 3 {
+		time.Sleep(time.Duration(400+300*i) * time.Millisecond)
+		tr.kill()
+		tr.start("/healthz")
+	}
+	// The output broker goes away (clean stop), turnout crashes during the outage, then both
+	// come back.
+	out.Stop()
+	time.Sleep(700 * time.Millisecond)
+	tr.kill()
+	tr.start("/healthz")
+	time.Sleep(500 * time.Millisecond)
+	out.Restart()
+
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("generator: %v", res.err)
+	}
+	rep := v.WaitFor(run, res.seqs, 90*time.Second)
+	rep.Elapsed = time.Since(start)
+	t.Logf("scenario mqtt->mqtt kill -9 x4, output broker down: %s", rep)
+	if rep.Missing != 0 {
+		t.Fatalf("%d events lost (first missing seqs %v)", rep.Missing, rep.MissingIDs)
+	}
+	if rep.Sent != total {
+		t.Fatalf("generator confirmed %d of %d", rep.Sent, total)
+	}
+}
+
+// TestFaultyRule sends events that make the rule trap, loop forever and exhaust its memory,
+// between ordinary ones: turnout keeps serving, the ordinary events arrive, and each faulty
+// one is dead-lettered with the reason.
+func TestFaultyRule(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	rule := writeRule(t, dir, "hostabi/testdata/misbehave")
+	admin := freeAddr(t)
+	config := filepath.Join(dir, "turnout.yaml")
+	dlq := filepath.Join(dir, "dead-letter.jsonl")
+	writeFile(t, config, fmt.Sprintf(`
+data_dir: %[1]s/data
+admin: { listen: %[2]s }
+inputs:
+  devices:
+    type: mqtt
+    brokers: [%[3]q]
+    client_id: turnout-faulty-in
+    topics: ["devices/#"]
+outputs:
+  ok:
+    type: mqtt
+    brokers: [%[3]q]
+    client_id: turnout-faulty-out
+    topic: delivered
+  dlq:
+    type: file
+    path: %[4]s
+routes:
+  care:
+    inputs: [devices]
+    outputs: [ok]
+    dead_letter: dlq
+    rule:
+      file: %[5]s
+      timeout: 300ms
+      memory_limit_pages: 1024
+      config: { outputs: [ok] }
+`, dir, admin, broker.URL(), dlq, rule))
+
+	run := fmt.Sprintf("faulty%d", time.Now().UnixNano())
+	v, err := NewValidator(broker.URL(), "validator-"+run, "delivered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	tr := startTurnout(t, config, admin)
+
+	pub, err := NewPublisher(broker.URL(), "generator-"+run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	faults := []string{"trap", "loop", "grow"}
+	var good []int
+	faulty := map[string]string{} // id -> fault
+	for i := range 30 {
+		typ := "care.alarm.raised"
+		if i%5 == 2 {
+			typ = faults[(i/5)%len(faults)]
+		}
+		id := fmt.Sprintf("%s-%d", run, i)
+		ev := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/test","type":%q,"data":{"i":%d}}`, id, typ, i)
+		if tok := pub.c.Publish("devices/x", 1, false, ev); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+		if typ == "care.alarm.raised" {
+			good = append(good, i)
+		} else {
+			faulty[id] = typ
+		}
+	}
+	rep := v.WaitFor(run, good, 60*time.Second)
+	if rep.Missing != 0 {
+		t.Fatalf("ordinary events lost behind faulty ones: %s (missing %v)", rep, rep.MissingIDs)
+	}
+	// Every faulty event is dead-lettered, with the reason.
+	deadline := time.Now().Add(30 * time.Second)
+	var got map[string]map[string]any
+	for {
+		got = readDeadLetters(t, dlq)
+		if len(got) >= len(faulty) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for id, fault := range faulty {
+		ev, ok := got[id]
+		if !ok {
+			t.Errorf("%s event %s not dead-lettered", fault, id)
+			continue
+		}
+		if s, _ := ev["turnouterror"].(string); s == "" {
+			t.Errorf("%s event %s dead-lettered without turnouterror: %v", fault, id, ev)
+		}
+		if r, _ := ev["turnouterrorroute"].(string); r != "care" {
+			t.Errorf("%s event %s: turnouterrorroute = %q, want care", fault, id, r)
+		}
+	}
+	if !tr.alive() {
+		t.Fatal("turnout exited")
+	}
+	t.Logf("faulty rule: %d ordinary delivered, %d faulty dead-lettered", rep.Received, len(got))
+}
+
+func readDeadLetters(t *testing.T, path string) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	f, err := os.Open(path)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("dead-letter file has a line that is not JSON: %q", sc.Text())
+		}
+		id, _ := ev["id"].(string)
+		out[id] = ev
+	}
+	return out
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.TrimLeft(content, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
