@@ -246,6 +246,9 @@ func TestShutdownDrainsThenNacks(t *testing.T) {
 		if s.Closes() != 1 {
 			t.Errorf("output %s closed %d times, want 1", name, s.Closes())
 		}
+		if err := s.CloseContextErr(); err != nil {
+			t.Errorf("output %s closed with an ended context (%v): it cannot close its connection cleanly", name, err)
+		}
 	}
 	if src.DoubleSettlements() != 0 {
 		t.Errorf("%d double settlements", src.DoubleSettlements())

@@ -249,6 +249,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 	return e.shutErr
 }
 
+// sinkCloseTimeout bounds closing the sinks after a drain that used up its deadline.
+const sinkCloseTimeout = 5 * time.Second
+
 func (e *Engine) shutdown(ctx context.Context) error {
 	e.mu.Lock()
 	e.closed = true
@@ -301,8 +304,16 @@ func (e *Engine) shutdown(ctx context.Context) error {
 	e.cancel()
 	closers.Wait()
 
+	// Every delivery has returned, so the sinks hold nothing unconfirmed; still, a drain that
+	// used up ctx must not deny them the moment they need to close their connections cleanly.
+	closeCtx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		closeCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), sinkCloseTimeout)
+		defer cancel()
+	}
 	for _, s := range sinks {
-		if err := s.Close(ctx); err != nil {
+		if err := s.Close(closeCtx); err != nil {
 			errs = append(errs, fmt.Errorf("close output %s: %w", e.sinkName(s), err))
 		}
 	}

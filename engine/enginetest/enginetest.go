@@ -185,12 +185,13 @@ type Sink struct {
 	// NotReady makes Ready report false.
 	NotReady atomic.Bool
 
-	mu        sync.Mutex
-	attempts  map[string]int
-	confirmed []*event.Event
-	sends     atomic.Int64
-	started   atomic.Int32
-	closed    atomic.Int32
+	mu          sync.Mutex
+	attempts    map[string]int
+	confirmed   []*event.Event
+	closeCtxErr error
+	sends       atomic.Int64
+	started     atomic.Int32
+	closed      atomic.Int32
 }
 
 var (
@@ -202,8 +203,22 @@ var (
 // Start records the call.
 func (s *Sink) Start(context.Context) error { s.started.Add(1); return nil }
 
-// Close records the call.
-func (s *Sink) Close(context.Context) error { s.closed.Add(1); return nil }
+// Close records the call and whether its context had already ended.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closeCtxErr = ctx.Err()
+	s.mu.Unlock()
+	s.closed.Add(1)
+	return nil
+}
+
+// CloseContextErr reports ctx.Err() of the context the last Close was given: a sink must be
+// given a live context to close its connection cleanly.
+func (s *Sink) CloseContextErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeCtxErr
+}
 
 // Ready implements engine.Readier.
 func (s *Sink) Ready() bool { return !s.NotReady.Load() }
