@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/engine/enginetest"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // failFirst fails the first n attempts of every event.
@@ -67,10 +68,10 @@ func TestDelivery(t *testing.T) {
 				if got := len(v.outs["a"].Confirmed()); got != 1 {
 					t.Errorf("output a confirmed %d events, want 1", got)
 				}
-				if got := metric(t, v.reg, "turnout_events_routed_total", map[string]string{"route": "r", "output": "a"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_routed_total", map[string]string{"route": "r", "output": "a"}); got != 1 {
 					t.Errorf("routed_total{a} = %v, want 1", got)
 				}
-				if got := metric(t, v.reg, "turnout_rule_decisions_total", map[string]string{"route": "r", "action": "route"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_rule_decisions_total", map[string]string{"route": "r", "action": "route"}); got != 1 {
 					t.Errorf("rule_decisions_total{route} = %v, want 1", got)
 				}
 			},
@@ -105,13 +106,13 @@ func TestDelivery(t *testing.T) {
 				if got := v.outs["b"].Attempts("e1"); got != 3 {
 					t.Errorf("output b sent %d times, want 3", got)
 				}
-				if got := metric(t, v.reg, "turnout_delivery_retries_total", map[string]string{"output": "b"}); got != 2 {
+				if got := testutil.Metric(t, v.reg, "turnout_delivery_retries_total", map[string]string{"output": "b"}); got != 2 {
 					t.Errorf("retries_total{b} = %v, want 2", got)
 				}
-				if got := metric(t, v.reg, "turnout_delivery_retries_total", map[string]string{"output": "a"}); got != 0 {
+				if got := testutil.Metric(t, v.reg, "turnout_delivery_retries_total", map[string]string{"output": "a"}); got != 0 {
 					t.Errorf("retries_total{a} = %v, want 0", got)
 				}
-				if got := metric(t, v.reg, "turnout_delivery_failures_total", map[string]string{"output": "b", "reason": "error"}); got != 2 {
+				if got := testutil.Metric(t, v.reg, "turnout_delivery_failures_total", map[string]string{"output": "b", "reason": "error"}); got != 2 {
 					t.Errorf("failures_total{b,error} = %v, want 2", got)
 				}
 			},
@@ -141,7 +142,7 @@ func TestDelivery(t *testing.T) {
 				if got := ext(t, d, engine.ExtError); !strings.Contains(got, "queue full") {
 					t.Errorf("turnouterror = %q, want the last error", got)
 				}
-				if got := metric(t, v.reg, "turnout_events_dead_lettered_total", map[string]string{"route": "r", "reason": "output"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_dead_lettered_total", map[string]string{"route": "r", "reason": "output"}); got != 1 {
 					t.Errorf("dead_lettered_total{output} = %v, want 1", got)
 				}
 			},
@@ -154,7 +155,7 @@ func TestDelivery(t *testing.T) {
 				if got := v.dl.Attempts("e1"); got != fastRetry.MaxAttempts {
 					t.Errorf("dead-letter sent %d times, want MaxAttempts=%d (same policy)", got, fastRetry.MaxAttempts)
 				}
-				if got := metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "dead-letter"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "dead-letter"}); got != 1 {
 					t.Errorf("nacked_total{dead-letter} = %v, want 1", got)
 				}
 			},
@@ -163,7 +164,7 @@ func TestDelivery(t *testing.T) {
 			name: "output fails without dead-letter nacks", rule: route("a"),
 			outs: map[string]*enginetest.Sink{"a": sink(failAlways(errors.New("down")))}, wantAck: false,
 			check: func(t *testing.T, v *env) {
-				if got := metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "output"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "output"}); got != 1 {
 					t.Errorf("nacked_total{output} = %v, want 1", got)
 				}
 			},
@@ -176,7 +177,7 @@ func TestDelivery(t *testing.T) {
 				if got := v.outs["a"].Attempts("e1"); got != 1 {
 					t.Errorf("output a sent %d times, want 1", got)
 				}
-				if got := metric(t, v.reg, "turnout_delivery_failures_total", map[string]string{"output": "a", "reason": "permanent"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_delivery_failures_total", map[string]string{"output": "a", "reason": "permanent"}); got != 1 {
 					t.Errorf("failures_total{permanent} = %v, want 1", got)
 				}
 				if len(v.dl.Confirmed()) != 1 {
@@ -195,7 +196,7 @@ func TestDelivery(t *testing.T) {
 				return nil
 			})}, wantAck: true,
 			check: func(t *testing.T, v *env) {
-				if got := metric(t, v.reg, "turnout_delivery_failures_total", map[string]string{"output": "a", "reason": "timeout"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_delivery_failures_total", map[string]string{"output": "a", "reason": "timeout"}); got != 1 {
 					t.Errorf("failures_total{timeout} = %v, want 1", got)
 				}
 			},
@@ -230,7 +231,7 @@ func TestDelivery(t *testing.T) {
 				if v.outs["a"].Sends() != 0 {
 					t.Errorf("dropped event was sent")
 				}
-				if got := metric(t, v.reg, "turnout_events_dropped_total", map[string]string{"route": "r"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_dropped_total", map[string]string{"route": "r"}); got != 1 {
 					t.Errorf("dropped_total = %v, want 1", got)
 				}
 			},
@@ -249,10 +250,10 @@ func TestDelivery(t *testing.T) {
 				if got := ext(t, dls[0], engine.ExtError); !strings.Contains(got, "unreachable") {
 					t.Errorf("turnouterror = %q, want the rule error", got)
 				}
-				if got := metric(t, v.reg, "turnout_events_dead_lettered_total", map[string]string{"reason": "rule"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_dead_lettered_total", map[string]string{"reason": "rule"}); got != 1 {
 					t.Errorf("dead_lettered_total{rule} = %v, want 1", got)
 				}
-				if got := metric(t, v.reg, "turnout_rule_decisions_total", map[string]string{"action": "error"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_rule_decisions_total", map[string]string{"action": "error"}); got != 1 {
 					t.Errorf("rule_decisions_total{error} = %v, want 1", got)
 				}
 			},
@@ -269,7 +270,7 @@ func TestDelivery(t *testing.T) {
 				if v.dl.Sends() != 0 {
 					t.Errorf("nack policy dead-lettered the event")
 				}
-				if got := metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "rule"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "rule"}); got != 1 {
 					t.Errorf("nacked_total{rule} = %v, want 1", got)
 				}
 			},
@@ -350,7 +351,7 @@ func TestDelivery(t *testing.T) {
 				if v.outs["a"].Sends() != 0 {
 					t.Errorf("malformed message reached an output")
 				}
-				if got := metric(t, v.reg, "turnout_events_dead_lettered_total", map[string]string{"reason": "malformed"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_dead_lettered_total", map[string]string{"reason": "malformed"}); got != 1 {
 					t.Errorf("dead_lettered_total{malformed} = %v, want 1", got)
 				}
 			},
@@ -361,7 +362,7 @@ func TestDelivery(t *testing.T) {
 			msg:     &engine.Message{DecodeErr: errors.New("not json"), Raw: []byte("x")},
 			wantAck: false,
 			check: func(t *testing.T, v *env) {
-				if got := metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "malformed"}); got != 1 {
+				if got := testutil.Metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "malformed"}); got != 1 {
 					t.Errorf("nacked_total{malformed} = %v, want 1", got)
 				}
 			},
@@ -402,19 +403,19 @@ func TestDelivery(t *testing.T) {
 				t.Fatalf("acked, want nack")
 			}
 			want := map[string]string{"route": "r", "input": "in"}
-			if got := metric(t, v.reg, "turnout_events_received_total", want); got != 1 {
+			if got := testutil.Metric(t, v.reg, "turnout_events_received_total", want); got != 1 {
 				t.Errorf("received_total = %v, want 1", got)
 			}
-			acked := metric(t, v.reg, "turnout_events_acked_total", want)
-			nacked := metric(t, v.reg, "turnout_events_nacked_total", want)
+			acked := testutil.Metric(t, v.reg, "turnout_events_acked_total", want)
+			nacked := testutil.Metric(t, v.reg, "turnout_events_nacked_total", want)
 			if (c.wantAck && (acked != 1 || nacked != 0)) || (!c.wantAck && (acked != 0 || nacked != 1)) {
 				t.Errorf("acked_total = %v, nacked_total = %v (%s)", acked, nacked, metricDump(t, v.reg, "turnout_events_nacked_total"))
 			}
-			if got := metric(t, v.reg, "turnout_ack_latency_seconds", map[string]string{"route": "r"}); got != 1 {
+			if got := testutil.Metric(t, v.reg, "turnout_ack_latency_seconds", map[string]string{"route": "r"}); got != 1 {
 				t.Errorf("ack_latency_seconds count = %v, want 1", got)
 			}
 			// The slot is freed right after the settlement.
-			eventually(t, "in_flight to return to 0", func() bool { return metric(t, v.reg, "turnout_events_in_flight", want) == 0 })
+			eventually(t, "in_flight to return to 0", func() bool { return testutil.Metric(t, v.reg, "turnout_events_in_flight", want) == 0 })
 			if c.check != nil {
 				c.check(t, v)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/engine/enginetest"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // flakySend fails, delays or hangs at random.
@@ -176,13 +177,13 @@ func hammer(t *testing.T, mode engine.Mode) {
 	// Metrics add up.
 	for _, in := range []string{"ordered", "plain"} {
 		l := map[string]string{"route": "r", "input": in}
-		rec := metric(t, reg, "turnout_events_received_total", l)
-		ack := metric(t, reg, "turnout_events_acked_total", l)
-		nack := metric(t, reg, "turnout_events_nacked_total", l)
+		rec := testutil.Metric(t, reg, "turnout_events_received_total", l)
+		ack := testutil.Metric(t, reg, "turnout_events_acked_total", l)
+		nack := testutil.Metric(t, reg, "turnout_events_nacked_total", l)
 		if rec != ack+nack {
 			t.Errorf("input %s: received %v != acked %v + nacked %v", in, rec, ack, nack)
 		}
-		if got := metric(t, reg, "turnout_events_in_flight", l); got != 0 {
+		if got := testutil.Metric(t, reg, "turnout_events_in_flight", l); got != 0 {
 			t.Errorf("input %s: in_flight %v after shutdown", in, got)
 		}
 	}
@@ -190,13 +191,13 @@ func hammer(t *testing.T, mode engine.Mode) {
 	for _, src := range []*enginetest.Source{ordered, plain} {
 		accepted += len(src.Accepted())
 	}
-	if rec := metric(t, reg, "turnout_events_received_total", nil); int(rec) != accepted {
+	if rec := testutil.Metric(t, reg, "turnout_events_received_total", nil); int(rec) != accepted {
 		t.Errorf("received_total %v, accepted %d", rec, accepted)
 	}
 	if mode == engine.AtLeastOnce {
 		checkAcks(t, []*enginetest.Source{ordered, plain}, &decisions, outs, dl)
 	}
-	t.Logf("%d messages, %d acked", total, int(metric(t, reg, "turnout_events_acked_total", nil)))
+	t.Logf("%d messages, %d acked", total, int(testutil.Metric(t, reg, "turnout_events_acked_total", nil)))
 }
 
 // checkAcks verifies the at-least-once invariant for every acked message.

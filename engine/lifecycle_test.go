@@ -15,6 +15,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/engine/enginetest"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // gate is a Sink.Fail that blocks every Send until the gate opens (or the send's context ends),
@@ -72,7 +73,7 @@ func TestBestEffortAcksAtOnce(t *testing.T) {
 		t.Fatal("output confirmed before the gate opened")
 	}
 	// The slot stays held while processing runs.
-	if got := metric(t, v.reg, "turnout_events_in_flight", nil); got != 1 {
+	if got := testutil.Metric(t, v.reg, "turnout_events_in_flight", nil); got != 1 {
 		t.Errorf("in_flight = %v while the send runs, want 1", got)
 	}
 	close(g.open)
@@ -102,7 +103,7 @@ func TestBackpressure(t *testing.T) {
 	if got := dispatched.Load(); got != max {
 		t.Fatalf("%d Dispatch calls returned while %d messages were unsettled, want %d", got, max, max)
 	}
-	if got := metric(t, v.reg, "turnout_events_in_flight", nil); got != max {
+	if got := testutil.Metric(t, v.reg, "turnout_events_in_flight", nil); got != max {
 		t.Errorf("in_flight = %v, want %d", got, max)
 	}
 
@@ -239,7 +240,7 @@ func TestShutdownDrainsThenNacks(t *testing.T) {
 	if dl.Sends() != 0 {
 		t.Error("a delivery cancelled by shutdown was dead-lettered")
 	}
-	if got := metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "shutdown"}); got != 1 {
+	if got := testutil.Metric(t, v.reg, "turnout_events_nacked_total", map[string]string{"reason": "shutdown"}); got != 1 {
 		t.Errorf("nacked_total{shutdown} = %v, want 1", got)
 	}
 	for name, s := range map[string]*enginetest.Sink{"a": a, "b": b, "dlq": dl} {

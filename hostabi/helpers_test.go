@@ -1,12 +1,10 @@
 package hostabi
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -14,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/turnout-router/turnout/internal/rulebuild"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // testCacheDir is shared by every test host so each module version compiles once per machine.
@@ -22,30 +21,13 @@ var testCacheDir = filepath.Join(os.TempDir(), "turnout-test-wazero-cache")
 type testHost struct {
 	*Host
 	reg  *prometheus.Registry
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testutil.SyncBuffer
 }
 
 func newTestHost(t testing.TB) *testHost {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	h, err := NewHost(context.Background(), Options{
 		CacheDir:   testCacheDir,
 		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -91,31 +73,4 @@ func (r *Rule) gauge() float64 {
 		panic(err)
 	}
 	return m.GetGauge().GetValue()
-}
-
-// counter returns the value of the counter family name with the given labels, 0 when absent.
-func (h *testHost) counter(t testing.TB, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.GetCounter().GetValue()
-			}
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return 0
 }

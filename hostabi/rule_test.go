@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // TestRuleFailures checks that each kind of rule failure is reported with its kind, that the
@@ -62,7 +63,7 @@ func TestRuleFailures(t *testing.T) {
 				t.Errorf("instances = %v after the failure, want 0 (the instance is discarded)", g)
 			}
 			labels := map[string]string{"rule": "failing", "version": r.Version(), "kind": tt.kind}
-			if n := h.counter(t, "turnout_rule_errors_total", labels); n != 1 {
+			if n := testutil.Metric(t, h.reg, "turnout_rule_errors_total", labels); n != 1 {
 				t.Errorf("turnout_rule_errors_total{kind=%q} = %v, want 1", tt.kind, n)
 			}
 			// The rule keeps serving with a fresh instance.
@@ -228,10 +229,10 @@ func TestHammer(t *testing.T) {
 	if g := r.gauge(); g > pool || g < 0 {
 		t.Errorf("instances gauge = %v, want 0..%d", g, pool)
 	}
-	if n := h.counter(t, "turnout_rule_calls_total", map[string]string{"rule": "hammer"}); n != 8*60 {
+	if n := testutil.Metric(t, h.reg, "turnout_rule_calls_total", map[string]string{"rule": "hammer"}); n != 8*60 {
 		t.Errorf("turnout_rule_calls_total = %v, want %d", n, 8*60)
 	}
-	if n := h.counter(t, "turnout_rule_duration_seconds", map[string]string{"rule": "hammer"}); n != 8*60 {
+	if n := testutil.Metric(t, h.reg, "turnout_rule_duration_seconds", map[string]string{"rule": "hammer"}); n != 8*60 {
 		t.Errorf("turnout_rule_duration_seconds count = %v, want %d", n, 8*60)
 	}
 }

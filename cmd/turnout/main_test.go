@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/rulebuild"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // nopModule is a test-only input and output type ("test-in", "test-out") whose factory
@@ -51,27 +50,9 @@ func init() {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runCLI runs the command line in-process and returns its exit code, stdout and stderr.
 func runCLI(ctx context.Context, args ...string) (int, string, string) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	code := cli(ctx, args, &stdout, &stderr)
 	return code, stdout.String(), stderr.String()
 }
@@ -244,7 +225,7 @@ func httpGet(url string) (int, string, error) {
 
 // running is a `turnout run` started in-process by startRun.
 type running struct {
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	cancel context.CancelFunc
 	done   chan int
 }
@@ -254,7 +235,7 @@ type running struct {
 func startRun(t *testing.T, path, adminAddr string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	r := &running{stderr: &testutil.SyncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	t.Cleanup(cancel)
 	go func() { r.done <- cli(ctx, []string{"run", "-c", path}, io.Discard, r.stderr) }()
 	deadline := time.Now().Add(30 * time.Second)

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // fakeDispatcher is an engine stand-in. By default it takes every message and settles it on
@@ -654,7 +655,7 @@ func TestRealSocket(t *testing.T) {
 	if !in.Ready() {
 		t.Fatal("not ready after Start")
 	}
-	connected := metricValue(t, reg, "turnout_transport_connected", map[string]string{"transport": "http", "name": "alarms"})
+	connected := testutil.Metric(t, reg, "turnout_transport_connected", map[string]string{"transport": "http", "name": "alarms"})
 	if connected != 1 {
 		t.Errorf("turnout_transport_connected = %v, want 1", connected)
 	}
@@ -670,7 +671,7 @@ func TestRealSocket(t *testing.T) {
 	if resp.StatusCode != 204 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if got := metricValue(t, reg, "turnout_http_requests_total", map[string]string{"name": "alarms", "code": "204"}); got != 1 {
+	if got := testutil.Metric(t, reg, "turnout_http_requests_total", map[string]string{"name": "alarms", "code": "204"}); got != 1 {
 		t.Errorf("turnout_http_requests_total{code=204} = %v, want 1", got)
 	}
 
@@ -692,42 +693,12 @@ func TestRealSocket(t *testing.T) {
 	if err := in.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if in.Ready() || metricValue(t, reg, "turnout_transport_connected", map[string]string{"transport": "http", "name": "alarms"}) != 0 {
+	if in.Ready() || testutil.Metric(t, reg, "turnout_transport_connected", map[string]string{"transport": "http", "name": "alarms"}) != 0 {
 		t.Error("still ready/connected after Close")
 	}
 	if _, err := net.DialTimeout("tcp", in.Addr().String(), time.Second); err == nil {
 		t.Error("still accepting connections after Close")
 	}
-}
-
-// metricValue reads one gauge or counter sample from reg, as a scrape would; -1 when absent.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, lp := range m.GetLabel() {
-				if labels[lp.GetName()] != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return -1
 }
 
 func FuzzDecodeRequest(f *testing.F) {

@@ -9,6 +9,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 func startBroker(t testing.TB, cfg BrokerConfig) (*Broker, *prometheus.Registry) {
@@ -152,10 +153,10 @@ func TestBrokerRefusesInsteadOfDropping(t *testing.T) {
 	if err := out.Send(ctx, newEvent("overflow", nil)); err == nil {
 		t.Fatal("the broker confirmed a message beyond max_queued")
 	}
-	if v := metricValue(t, reg, "turnout_broker_publishes_refused_total", nil); v < 1 {
+	if v := testutil.Metric(t, reg, "turnout_broker_publishes_refused_total", nil); v < 1 {
 		t.Errorf("turnout_broker_publishes_refused_total = %v, want >= 1", v)
 	}
-	if v := metricValue(t, reg, "turnout_broker_messages_dropped_total", nil); v != 0 {
+	if v := testutil.Metric(t, reg, "turnout_broker_messages_dropped_total", nil); v != 0 {
 		t.Errorf("turnout_broker_messages_dropped_total = %v, want 0", v)
 	}
 	_, d, _ := startInput(t, url, id, "q/#")

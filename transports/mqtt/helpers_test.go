@@ -181,36 +181,6 @@ func dropSession(t testing.TB, url, clientID string) {
 	}
 }
 
-// counterValue reads a counter or gauge from reg by name and labels.
-func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			if m.Gauge != nil {
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return 0
-}
-
 func eventID(t testing.TB, x dispatched) string {
 	t.Helper()
 	if x.m.DecodeErr != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
@@ -47,7 +48,7 @@ func TestInputDispatchAndAck(t *testing.T) {
 	if eventID(t, x) != "a" || x.m.Origin != topic {
 		t.Fatalf("dispatched %v from %q", x.m.Event, x.m.Origin)
 	}
-	if v := metricValue(t, reg, "turnout_transport_connected", map[string]string{"transport": "mqtt", "name": "in"}); v != 1 {
+	if v := testutil.Metric(t, reg, "turnout_transport_connected", map[string]string{"transport": "mqtt", "name": "in"}); v != 1 {
 		t.Errorf("turnout_transport_connected = %v while connected, want 1", v)
 	}
 	x.settle(nil)
@@ -85,7 +86,7 @@ func TestInputRejectRedelivers(t *testing.T) {
 	if !bytes.Equal(b, x0) {
 		t.Errorf("redelivered event differs:\n%s\n%s", b, x0)
 	}
-	if v := metricValue(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 1 {
+	if v := testutil.Metric(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 1 {
 		t.Errorf("turnout_mqtt_redelivered_total = %v, want 1 (DUP=1 on the redelivery)", v)
 	}
 	again.settle(nil)
@@ -119,7 +120,7 @@ func TestInputOrderedAcksAndRejectBurst(t *testing.T) {
 		x.settle(nil)
 	}
 	expectIDs(t, d, all[5:], func(_ int, x dispatched) { x.settle(nil) })
-	if v := metricValue(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 15 {
+	if v := testutil.Metric(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 15 {
 		t.Errorf("turnout_mqtt_redelivered_total = %v, want 15", v)
 	}
 	publish(t, pub, topic, eventPayload(t, "marker"))

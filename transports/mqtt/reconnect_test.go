@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
@@ -55,7 +56,7 @@ func TestBrokerOutage(t *testing.T) {
 				return !in.Ready() && !out.Ready()
 			})
 			labels := map[string]string{"transport": "mqtt", "name": "in"}
-			if v := metricValue(t, reg, "turnout_transport_connected", labels); v != 0 {
+			if v := testutil.Metric(t, reg, "turnout_transport_connected", labels); v != 0 {
 				t.Errorf("turnout_transport_connected = %v while the broker is down, want 0", v)
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -69,7 +70,7 @@ func TestBrokerOutage(t *testing.T) {
 
 			m.Restart()
 			waitFor(t, "input and output to reconnect", 20*time.Second, func() bool { return in.Ready() && out.Ready() })
-			if v := metricValue(t, reg, "turnout_transport_connected", labels); v != 1 {
+			if v := testutil.Metric(t, reg, "turnout_transport_connected", labels); v != 1 {
 				t.Errorf("turnout_transport_connected = %v after reconnecting, want 1", v)
 			}
 			after := ids("b", 0, 5)
@@ -92,7 +93,7 @@ func TestBrokerOutage(t *testing.T) {
 				delete(want, eventID(t, x))
 				x.settle(nil)
 			}
-			redelivered := metricValue(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"})
+			redelivered := testutil.Metric(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"})
 			if c.holdAcked && redelivered < float64(len(before)) {
 				t.Errorf("turnout_mqtt_redelivered_total = %v, want >= %d", redelivered, len(before))
 			}
