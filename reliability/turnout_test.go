@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/turnout-router/turnout/internal/rulebuild"
+	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
@@ -64,16 +64,6 @@ func writeRule(t *testing.T, dir, pkgDir string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // process is one turnout process under test, restartable with the same configuration.
@@ -177,7 +167,7 @@ func TestKillRestart(t *testing.T) {
 	in, out := mqtttest.Start(t), mqtttest.Start(t)
 	dir := t.TempDir()
 	rule := writeRule(t, dir, "filters/rules/attrroute")
-	admin := freeAddr(t)
+	admin := testutil.FreeAddr(t)
 	config := filepath.Join(dir, "turnout.yaml")
 	writeFile(t, config, fmt.Sprintf(`
 data_dir: %[1]s/data
@@ -278,7 +268,7 @@ func TestFaultyRule(t *testing.T) {
 	broker := mqtttest.Start(t)
 	dir := t.TempDir()
 	rule := writeRule(t, dir, "hostabi/testdata/misbehave")
-	admin := freeAddr(t)
+	admin := testutil.FreeAddr(t)
 	config := filepath.Join(dir, "turnout.yaml")
 	dlq := filepath.Join(dir, "dead-letter.jsonl")
 	writeFile(t, config, fmt.Sprintf(`

@@ -202,17 +202,6 @@ func TestCommandLine(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func httpGet(url string) (int, string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -297,7 +286,7 @@ func postEvent(t *testing.T, url, id, typ string) int {
 // finds it in the output file, then stops turnout as a signal would and expects exit code 0.
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
-	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	outFile := filepath.Join(dir, "events.jsonl")
 	path := writeConfig(t, dir, fmt.Sprintf(`
 data_dir: "%s"
@@ -361,7 +350,7 @@ func TestRunWithRule(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "attrroute.wasm"), wasm, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	urgent, other := filepath.Join(dir, "urgent.jsonl"), filepath.Join(dir, "other.jsonl")
 	path := writeConfig(t, dir, fmt.Sprintf(`
 admin: { listen: "%s" }

@@ -5,6 +5,8 @@ package testutil
 
 import (
 	"bytes"
+	"net"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -77,4 +79,23 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// FreeAddr returns a loopback address, 127.0.0.1:port, whose port was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free loopback port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// FreePort is FreeAddr's port.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	_, p, _ := net.SplitHostPort(FreeAddr(t))
+	port, _ := strconv.Atoi(p)
+	return port
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
@@ -57,7 +58,7 @@ func writeCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 func TestOutputOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeCerts(t, dir)
-	port := mqtttest.FreePort(t)
+	port := testutil.FreePort(t)
 	mqtttest.StartWithConfig(t,
 		fmt.Sprintf("listener %d 127.0.0.1", port), "cafile "+ca, "certfile "+cert, "keyfile "+key)
 	url := fmt.Sprintf("ssl://127.0.0.1:%d", port)

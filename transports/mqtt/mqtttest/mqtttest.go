@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // MosquittoBinary is the mosquitto executable the private brokers run.
@@ -78,7 +80,7 @@ func StartWithConfig(t testing.TB, extra ...string) *Mosquitto {
 	if _, err := os.Stat(MosquittoBinary); err != nil {
 		unavailable(t, "mosquitto binary %s: %v", MosquittoBinary, err)
 	}
-	m := &Mosquitto{t: t, dir: t.TempDir(), port: FreePort(t)}
+	m := &Mosquitto{t: t, dir: t.TempDir(), port: testutil.FreePort(t)}
 	conf := fmt.Sprintf(`listener %d 127.0.0.1
 allow_anonymous true
 max_queued_messages 0
@@ -189,15 +191,4 @@ func (m *Mosquitto) Restart() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	m.cmd, m.exit = cmd, exit
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago (for an extra listener).
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("mqtttest: free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
