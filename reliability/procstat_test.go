@@ -1,0 +1,193 @@
+package reliability
+
+import (
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	const tail = " S 1 1 1 0 -1 4194304 99 0 0 0 250 75 0 0 20 0 1 0 29870 3133440 412 18446744073709551615 0"
+	tests := []struct {
+		name    string
+		stat    string
+		want    time.Duration
+		wantErr bool
+	}{
+		{name: "plain", stat: "9015 (turnout)" + tail, want: 3250 * time.Millisecond},
+		{name: "comm with spaces and parens", stat: "9015 (a) b (c))" + tail, want: 3250 * time.Millisecond},
+		{name: "no comm", stat: "9015 turnout" + tail, wantErr: true},
+		{name: "truncated", stat: "9015 (turnout) S 1 1 1 0 -1 4194304 99 0 0 0 250", wantErr: true},
+		{name: "not a number", stat: "9015 (turnout) S 1 1 1 0 -1 4194304 99 0 0 0 x 75", wantErr: true},
+		{name: "negative", stat: "9015 (turnout) S 1 1 1 0 -1 4194304 99 0 0 0 -1 75", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU([]byte(tt.stat))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("cpu = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseStatusMem(t *testing.T) {
+	tests := []struct {
+		name     string
+		status   string
+		rss, hwm int64
+		wantErr  bool
+	}{
+		{name: "running", status: "Name:\tturnout\nVmPeak:\t 9000 kB\nVmHWM:\t    4096 kB\nVmRSS:\t    2028 kB\nThreads:\t1\n",
+			rss: 2028 << 10, hwm: 4096 << 10},
+		{name: "zombie has no memory lines", status: "Name:\tturnout\nState:\tZ (zombie)\n", wantErr: true},
+		{name: "unit missing", status: "VmHWM:\t4096\nVmRSS:\t2028 kB\n", wantErr: true},
+		{name: "not a number", status: "VmHWM:\tx kB\nVmRSS:\t2028 kB\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rss, hwm, err := parseStatusMem([]byte(tt.status))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if rss != tt.rss || hwm != tt.hwm {
+				t.Fatalf("rss, hwm = %d, %d, want %d, %d", rss, hwm, tt.rss, tt.hwm)
+			}
+		})
+	}
+}
+
+func FuzzParseProc(f *testing.F) {
+	f.Add([]byte("9015 (a) b) S 1 1 1 0 -1 4194304 99 0 0 0 250 75 0"))
+	f.Add([]byte("VmHWM:\t    4096 kB\nVmRSS:\t    2028 kB\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if cpu, err := parseStatCPU(b); err == nil && cpu < 0 {
+			t.Fatalf("negative cpu %v from %q", cpu, b)
+		}
+		if rss, hwm, err := parseStatusMem(b); err == nil && (rss < 0 || hwm < 0) {
+			t.Fatalf("negative memory %d, %d from %q", rss, hwm, b)
+		}
+	})
+}
+
+// burnCPU spins until the process's CPU time has grown by at least d (or a minute passed,
+// whatever the machine's load), and returns the reading before.
+func burnCPU(t *testing.T, d time.Duration) ProcStat {
+	t.Helper()
+	before, err := ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	x := 0
+	for time.Now().Before(deadline) {
+		for i := range 1_000_000 {
+			x += i
+		}
+		now, err := ReadProcStat(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.CPU-before.CPU >= d {
+			break
+		}
+	}
+	runtime.KeepAlive(x)
+	return before
+}
+
+// touch allocates n bytes and writes every page, so that they count in RSS.
+func touch(n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i < n; i += 4096 {
+		b[i] = 1
+	}
+	return b
+}
+
+func TestReadProcStatSelf(t *testing.T) {
+	before := burnCPU(t, 50*time.Millisecond)
+	b := touch(64 << 20)
+	after, err := ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.KeepAlive(b)
+	if got := after.CPU - before.CPU; got < 50*time.Millisecond {
+		t.Errorf("CPU grew by %v after spinning, want >= 50ms", got)
+	}
+	if after.RSS < before.RSS+48<<20 {
+		t.Errorf("RSS %d after touching 64 MiB, was %d: want >= +48 MiB", after.RSS, before.RSS)
+	}
+	if after.PeakRSS < after.RSS {
+		t.Errorf("peak RSS %d below current RSS %d", after.PeakRSS, after.RSS)
+	}
+	t.Logf("self: before %+v, after %+v", before, after)
+}
+
+func TestSampler(t *testing.T) {
+	t.Run("self", func(t *testing.T) {
+		base, err := ReadProcStat(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := StartSampler(os.Getpid(), 5*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := touch(64 << 20)
+		runtime.KeepAlive(b)
+		b = nil
+		runtime.GC()
+		burnCPU(t, 50*time.Millisecond)
+		mid := s.Snapshot()
+		u := s.Stop()
+		if u.Err != nil {
+			t.Fatal(u.Err)
+		}
+		if u.PeakRSS < base.RSS+48<<20 {
+			t.Errorf("peak RSS %d, want >= %d (start RSS + 48 MiB)", u.PeakRSS, base.RSS+48<<20)
+		}
+		if u.CPU < 50*time.Millisecond || u.CPU < mid.CPU {
+			t.Errorf("CPU %v (snapshot %v), want >= 50ms and >= snapshot", u.CPU, mid.CPU)
+		}
+		if u.Samples < 2 || u.Wall <= 0 || u.CPUPercent() <= 0 {
+			t.Errorf("usage %+v: want >= 2 samples, positive wall time and CPU%%", u)
+		}
+		if again := s.Stop(); again != u {
+			t.Errorf("second Stop = %+v, want %+v", again, u)
+		}
+		t.Logf("self: %s over %v, %d samples", u, u.Wall.Round(time.Millisecond), u.Samples)
+	})
+	t.Run("process exits", func(t *testing.T) {
+		cmd := exec.Command("sleep", "30")
+		if err := cmd.Start(); err != nil {
+			t.Skipf("cannot start sleep: %v", err)
+		}
+		s, err := StartSampler(cmd.Process.Pid, 5*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		time.Sleep(30 * time.Millisecond)
+		u := s.Stop()
+		if u.Err == nil {
+			t.Errorf("usage %+v: want the error of reading an exited process", u)
+		}
+		if u.Samples < 1 || u.PeakRSS <= 0 {
+			t.Errorf("usage %+v: want the figures from before the exit", u)
+		}
+	})
+	t.Run("no such process", func(t *testing.T) {
+		if _, err := StartSampler(1<<30, time.Millisecond); err == nil {
+			t.Fatal("StartSampler on a pid that cannot exist: want an error")
+		}
+	})
+}
