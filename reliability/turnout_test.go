@@ -207,12 +207,12 @@ routes:
 `, dir, admin, in.URL(), out.URL(), rule))
 
 	run := fmt.Sprintf("kill%d", time.Now().UnixNano())
-	v, err := NewValidator(out.URL(), "validator-"+run, "alarms/#")
+	v, err := NewMQTTConsumer(out.URL(), "validator-"+run, "alarms/#")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	pub, err := NewPublisher(in.URL(), "generator-"+run)
+	pub, err := NewMQTTProducer(in.URL(), "generator-"+run, "devices/pendant")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ routes:
 	}
 	done := make(chan result, 1)
 	go func() {
-		seqs, err := pub.Publish("devices/pendant", run, 0, total, 300, 10, time.Now().Add(3*time.Minute))
+		seqs, err := pub.Publish(run, 0, total, 300, 10, time.Now().Add(3*time.Minute))
 		done <- result{seqs, err}
 	}()
 
@@ -302,14 +302,14 @@ routes:
 `, dir, admin, broker.URL(), dlq, rule))
 
 	run := fmt.Sprintf("faulty%d", time.Now().UnixNano())
-	v, err := NewValidator(broker.URL(), "validator-"+run, "delivered")
+	v, err := NewMQTTConsumer(broker.URL(), "validator-"+run, "delivered")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
 	tr := startTurnout(t, config, admin)
 
-	pub, err := NewPublisher(broker.URL(), "generator-"+run)
+	pub, err := NewMQTTProducer(broker.URL(), "generator-"+run, "devices/x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ routes:
 		}
 		id := fmt.Sprintf("%s-%d", run, i)
 		ev := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/test","type":%q,"data":{"i":%d}}`, id, typ, i)
-		if tok := pub.c.Publish("devices/x", 1, false, ev); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		if tok := pub.Client().Publish("devices/x", 1, false, ev); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish %d: %v", i, tok.Error())
 		}
 		if typ == "care.alarm.raised" {
