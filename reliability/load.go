@@ -312,7 +312,7 @@ type Report struct {
 	Elapsed                             time.Duration
 	// PeakRSS is turnout's peak resident set size during the scenario, in bytes (0: not
 	// measured).
-	PeakRSS uint64
+	PeakRSS int64
 }
 
 // String formats the report as a table row.
