@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build run test vet fmt-check bench fuzz clean rules
+.PHONY: all build run test brokers vet fmt-check bench fuzz clean rules
 
 all: build rules
 
@@ -25,8 +25,13 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# Unit and integration tests (the integration tests need mosquitto, see scripts/brokers.sh).
-test: fmt-check vet
+# The brokers the integration tests talk to: installs what is missing, starts what is stopped,
+# enables RabbitMQ's AMQP 1.0 plugin and waits until every broker answers (idempotent).
+brokers:
+	bash scripts/brokers.sh
+
+# Unit and integration tests, against the real brokers.
+test: brokers fmt-check vet
 	$(GO) test -race -timeout 20m ./...
 
 # Benchmarks: the rule call path and the engine; figures go to docs/benchmarks.md.
