@@ -69,5 +69,15 @@ else
     rabbitmq-plugins enable rabbitmq_amqp1_0 >/dev/null
   fi
 fi
-wait_port 5672 60 || { log "rabbitmq did not come up on 5672"; exit 1; }
+# The plugin answers the AMQP 1.0 SASL header in kind; without it RabbitMQ answers AMQP 0-9-1.
+amqp10_ok() {
+  local hdr
+  exec 3<>/dev/tcp/127.0.0.1/5672 2>/dev/null || return 1
+  printf 'AMQP\x03\x01\x00\x00' >&3
+  hdr=$(timeout 3 head -c 8 <&3 | od -An -tx1 | tr -d ' \n')
+  exec 3<&- 3>&-
+  [ "${hdr:0:12}" = "414d51500301" ]
+}
+for _ in $(seq 1 60); do amqp10_ok && break; sleep 1; done
+amqp10_ok || { log "rabbitmq does not serve AMQP 1.0 on 5672"; exit 1; }
 log "rabbitmq up on 127.0.0.1:5672 with AMQP 1.0"
