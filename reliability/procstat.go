@@ -224,3 +224,55 @@ func (s *Sampler) Stop() Usage {
 	<-s.done
 	return s.Snapshot()
 }
+
+// HostCPU is the machine's CPU time so far, summed over all cores, from the first line of
+// /proc/stat: Busy is everything but idle and iowait.
+type HostCPU struct {
+	Busy, Total time.Duration
+}
+
+// ReadHostCPU reads the machine's CPU time from /proc/stat.
+func ReadHostCPU() (HostCPU, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return HostCPU{}, fmt.Errorf("procstat host cpu: %w", err)
+	}
+	h, err := parseHostCPU(b)
+	if err != nil {
+		return HostCPU{}, fmt.Errorf("procstat host cpu: %w", err)
+	}
+	return h, nil
+}
+
+// BusyPercentSince is the share of the machine's CPU time that was busy between before and h,
+// in percent of all cores (100 = every core busy).
+func (h HostCPU) BusyPercentSince(before HostCPU) float64 {
+	total := h.Total - before.Total
+	if total <= 0 {
+		return 0
+	}
+	return 100 * float64(h.Busy-before.Busy) / float64(total)
+}
+
+// parseHostCPU reads the line "cpu  user nice system idle iowait irq softirq steal guest
+// guest_nice" [proc(5)]; guest time is already counted in user and nice, so it is left out.
+func parseHostCPU(b []byte) (HostCPU, error) {
+	line, _, _ := bytes.Cut(b, []byte{'\n'})
+	f := bytes.Fields(line)
+	if len(f) < 5 || string(f[0]) != "cpu" {
+		return HostCPU{}, fmt.Errorf("stat: first line %q is not the cpu total", line)
+	}
+	var h HostCPU
+	for i, field := range f[1:min(len(f), 9)] { // user .. steal
+		n, err := strconv.ParseInt(string(field), 10, 64)
+		if err != nil || n < 0 {
+			return HostCPU{}, fmt.Errorf("stat: cpu field %q is not a tick count", field)
+		}
+		d := time.Duration(n) * (time.Second / clockTicks)
+		h.Total += d
+		if i != 3 && i != 4 { // idle, iowait
+			h.Busy += d
+		}
+	}
+	return h, nil
+}

@@ -65,12 +65,16 @@ func TestParseStatusMem(t *testing.T) {
 func FuzzParseProc(f *testing.F) {
 	f.Add([]byte("9015 (a) b) S 1 1 1 0 -1 4194304 99 0 0 0 250 75 0"))
 	f.Add([]byte("VmHWM:\t    4096 kB\nVmRSS:\t    2028 kB\n"))
+	f.Add([]byte("cpu  100 5 50 800 20 3 2 1 40 0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if cpu, err := parseStatCPU(b); err == nil && cpu < 0 {
 			t.Fatalf("negative cpu %v from %q", cpu, b)
 		}
 		if rss, hwm, err := parseStatusMem(b); err == nil && (rss < 0 || hwm < 0) {
 			t.Fatalf("negative memory %d, %d from %q", rss, hwm, b)
+		}
+		if h, err := parseHostCPU(b); err == nil && (h.Busy < 0 || h.Busy > h.Total) {
+			t.Fatalf("host cpu %+v from %q", h, b)
 		}
 	})
 }
@@ -190,4 +194,43 @@ func TestSampler(t *testing.T) {
 			t.Fatal("StartSampler on a pid that cannot exist: want an error")
 		}
 	})
+}
+
+func TestParseHostCPU(t *testing.T) {
+	tests := []struct {
+		name    string
+		stat    string
+		want    HostCPU
+		wantErr bool
+	}{
+		{name: "linux", stat: "cpu  100 5 50 800 20 3 2 1 40 0\ncpu0 50 2 25 400 10 1 1 0 20 0\n",
+			want: HostCPU{Busy: 1610 * time.Millisecond, Total: 9810 * time.Millisecond}},
+		{name: "old kernel, four fields", stat: "cpu 100 0 50 850\n",
+			want: HostCPU{Busy: 1500 * time.Millisecond, Total: 10 * time.Second}},
+		{name: "not the total", stat: "cpu0 100 0 50 850\n", wantErr: true},
+		{name: "not a number", stat: "cpu 100 x 50 850\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseHostCPU([]byte(tt.stat))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	before, err := ReadHostCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	burnCPU(t, 50*time.Millisecond)
+	after, err := ReadHostCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := after.BusyPercentSince(before); p <= 0 || p > 100 {
+		t.Errorf("host busy %.1f%% while this test spun, want in (0, 100]", p)
+	}
 }
