@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build run test brokers vet fmt-check bench fuzz clean rules
+.PHONY: all build run test brokers vet fmt-check bench bench-e2e fuzz clean rules
 
 all: build rules
 
@@ -37,6 +37,13 @@ test: brokers fmt-check vet
 # Benchmarks: the rule call path and the engine; figures go to docs/benchmarks.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/
+
+# End-to-end benchmark through the local brokers (a private mosquitto, RabbitMQ on 127.0.0.1:5672
+# with AMQP 1.0; see scripts/brokers.sh): the brokers alone, then turnout at-least-once and
+# best-effort, for each pipeline. Figures and definitions: docs/benchmarks.md. Knobs (environment):
+# TURNOUT_BENCH_EVENTS (20000), TURNOUT_BENCH_REPEAT (1), TURNOUT_BENCH_PIPELINES, TURNOUT_BENCH_VARIANTS.
+bench-e2e:
+	TURNOUT_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 60m -run '^TestBenchE2E$$' ./reliability/
 
 # A short run of every fuzz target.
 fuzz:

@@ -1,0 +1,540 @@
+package reliability
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+)
+
+// The end-to-end benchmark (make bench-e2e) measures, for each pipeline, what the brokers
+// sustain alone and what turnout sustains between them. Definitions, written down once:
+//
+//   - A run publishes a fixed number of 300-byte events with many awaiting the broker's
+//     confirmation, and a consumer receives them. Its rate is received events divided by the
+//     span from the first publish to the last first receipt. Latency is the first receipt of an
+//     event minus its first publish, over the whole run: the brokers' queues fill while the
+//     producer runs ahead, so these are latencies at saturation, not on an idle system.
+//   - (a) brokers alone: a pipeline crosses two legs, generator -> input broker -> turnout and
+//     turnout -> output broker -> consumer. Both legs run at the same time with the same
+//     generator and consumer connected straight through, gen -> input destination -> drain and
+//     gen -> output destination -> consumer, so that the machine carries both brokers' load at
+//     once, as it does under turnout. The pipeline's limit is the lower of the two leg rates,
+//     and its latencies are those of that leg.
+//   - (b) turnout at-least-once and (c) turnout best-effort: gen -> input destination ->
+//     turnout (stock attrroute rule) -> output destination -> consumer. turnout's CPU time and
+//     peak RSS are measured over the run (from the first publish to the last receipt).
+//
+// Every run is preceded by a warm-up of its own (connections, queues, the rule's instances).
+
+// benchEventSize is the size of a structured event; the rule matches the prefix of EventType.
+const benchEventSize = 300
+
+// benchSettings are the knobs of one benchmark invocation, from the environment.
+type benchSettings struct {
+	events    int      // events per run (TURNOUT_BENCH_EVENTS)
+	warmup    int      // events of each warm-up
+	window    int      // producer publishes awaiting confirmation (TURNOUT_BENCH_WINDOW)
+	repeat    int      // runs per variant, the median is reported (TURNOUT_BENCH_REPEAT)
+	pipelines []string // which pipelines (TURNOUT_BENCH_PIPELINES)
+	variants  string   // which variants, letters of "abc" (TURNOUT_BENCH_VARIANTS)
+	tuning    benchTuning
+}
+
+// benchTuning is turnout's configuration for throughput, recorded in docs/benchmarks.md.
+type benchTuning struct {
+	maxInFlight   int // route max_in_flight (TURNOUT_BENCH_MAX_IN_FLIGHT)
+	credit        int // AMQP input credit (TURNOUT_BENCH_CREDIT)
+	receiveBuffer int // MQTT input receive_buffer (TURNOUT_BENCH_RECEIVE_BUFFER)
+	consumerCred  int // the AMQP consumer's credit
+}
+
+func benchSettingsFromEnv(t *testing.T) benchSettings {
+	t.Helper()
+	num := func(name string, def int) int {
+		v := os.Getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: want a positive integer", name, v)
+		}
+		return n
+	}
+	s := benchSettings{
+		events:    num("TURNOUT_BENCH_EVENTS", 20000),
+		window:    num("TURNOUT_BENCH_WINDOW", 1000),
+		repeat:    num("TURNOUT_BENCH_REPEAT", 1),
+		pipelines: []string{"mqtt-amqp", "amqp-mqtt", "amqp-amqp", "mqtt-mqtt"},
+		variants:  cmp.Or(os.Getenv("TURNOUT_BENCH_VARIANTS"), "abc"),
+		tuning: benchTuning{
+			maxInFlight:   num("TURNOUT_BENCH_MAX_IN_FLIGHT", 2048),
+			credit:        num("TURNOUT_BENCH_CREDIT", 1024),
+			receiveBuffer: num("TURNOUT_BENCH_RECEIVE_BUFFER", 4096),
+			consumerCred:  1024,
+		},
+	}
+	s.warmup = max(s.events/20, 200)
+	if v := os.Getenv("TURNOUT_BENCH_PIPELINES"); v != "" {
+		s.pipelines = strings.Split(v, ",")
+	}
+	for _, p := range s.pipelines {
+		in, out, ok := strings.Cut(p, "-")
+		if !ok || !validKind(in) || !validKind(out) {
+			t.Fatalf("TURNOUT_BENCH_PIPELINES: %q is not one of mqtt-amqp, amqp-mqtt, amqp-amqp, mqtt-mqtt", p)
+		}
+	}
+	if strings.Trim(s.variants, "abc") != "" {
+		t.Fatalf("TURNOUT_BENCH_VARIANTS=%q: want letters of abc", s.variants)
+	}
+	return s
+}
+
+func validKind(k string) bool { return k == "mqtt" || k == "amqp" }
+
+// benchBroker is one side of a pipeline: a broker that producers, consumers and turnout reach.
+// MQTT sides are private mosquitto processes (max_queued_messages 0); AMQP sides are the
+// shared RabbitMQ, with a fresh queue for every destination.
+type benchBroker struct {
+	kind string // "mqtt" or "amqp"
+	mqtt *mqtttest.Mosquitto
+	amqp *amqptest.Node
+}
+
+func newBenchBroker(t *testing.T, kind string) *benchBroker {
+	t.Helper()
+	if kind == "mqtt" {
+		// Save the persistence file every 30 minutes, as a stock mosquitto does, not after
+		// every change as restart tests need: the benchmark measures the broker's forwarding.
+		return &benchBroker{kind: kind, mqtt: mqtttest.StartWithConfig(t, "autosave_on_changes false", "autosave_interval 1800")}
+	}
+	return &benchBroker{kind: kind, amqp: amqptest.Shared(t)}
+}
+
+// dest names a fresh destination on the broker: an MQTT topic prefix or an AMQP queue name.
+// An AMQP queue is deleted when the test ends.
+func (b *benchBroker) dest(t *testing.T, prefix string) string {
+	t.Helper()
+	if b.kind == "mqtt" {
+		return fmt.Sprintf("bench/%s%d", prefix, time.Now().UnixNano())
+	}
+	q := amqptest.QueueName(t, "bench-"+prefix)
+	t.Cleanup(func() { _, _ = b.amqp.Ctl("delete_queue", q) })
+	return q
+}
+
+// producer connects a generator that publishes to dest.
+func (b *benchBroker) producer(t *testing.T, dest, id string) Producer {
+	t.Helper()
+	var (
+		p   Producer
+		err error
+	)
+	if b.kind == "mqtt" {
+		p, err = NewMQTTProducer(b.mqtt.URL(), "gen-"+id, dest+"/"+EventType)
+	} else {
+		p, err = NewAMQPProducer(b.amqp.URL(), "/queue/"+dest, "binary")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// consumer connects a consumer that receives from dest.
+func (b *benchBroker) consumer(t *testing.T, dest, id string, tun benchTuning) Consumer {
+	t.Helper()
+	var (
+		c   Consumer
+		err error
+	)
+	if b.kind == "mqtt" {
+		c, err = NewMQTTConsumer(b.mqtt.URL(), "consumer-"+id, dest+"/#")
+	} else {
+		c, err = NewAMQPConsumer(b.amqp.URL(), "/queue/"+dest, tun.consumerCred)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// inputYAML is turnout's input reading dest, indented for the inputs block.
+func (b *benchBroker) inputYAML(dest, id string, tun benchTuning) string {
+	if b.kind == "mqtt" {
+		return fmt.Sprintf(`    type: mqtt
+    brokers: [%q]
+    client_id: turnout-bench-%s
+    topics: [%q]
+    receive_buffer: %d
+`, b.mqtt.URL(), id, dest+"/#", tun.receiveBuffer)
+	}
+	return fmt.Sprintf(`    type: amqp
+    url: %s
+    address: /queue/%s
+    credit: %d
+`, b.amqp.URL(), dest, tun.credit)
+}
+
+// outputYAML is turnout's output writing to dest, indented for the outputs block.
+func (b *benchBroker) outputYAML(dest string) string {
+	if b.kind == "mqtt" {
+		return fmt.Sprintf(`    type: mqtt
+    brokers: [%q]
+    topic_template: %q
+`, b.mqtt.URL(), dest+"/{type}")
+	}
+	return fmt.Sprintf(`    type: amqp
+    url: %s
+    address: /queue/%s
+    mode: binary
+`, b.amqp.URL(), dest)
+}
+
+// benchConfig is the turnout configuration of variants b and c.
+func benchConfig(dir, admin, rule, mode, input, output string, tun benchTuning) string {
+	return fmt.Sprintf(`
+data_dir: %[1]s/data
+admin: { listen: %[2]s }
+log: { level: warn }
+inputs:
+  in:
+%[3]s
+outputs:
+  out:
+%[4]s
+routes:
+  bench:
+    mode: %[5]s
+    inputs: [in]
+    outputs: [out]
+    max_in_flight: %[6]d
+    rule:
+      file: %[7]s
+      config:
+        filters: [{ attribute: type, prefix: "care.alarm.", outputs: [out] }]
+`, dir, admin, strings.TrimSuffix(input, "\n"), strings.TrimSuffix(output, "\n"), mode, tun.maxInFlight, rule)
+}
+
+// flowResult is what one producer -> consumer run measured.
+type flowResult struct {
+	sent, received, dups int
+	span                 time.Duration // first publish to last receipt
+	rate                 float64       // received / span
+	p50, p99             time.Duration
+}
+
+// runFlow publishes events 0..n-1 of run through p and waits until c received them all or
+// nothing new arrived for 10 s (best effort may lose some). It may run on any goroutine.
+func runFlow(p Producer, c Consumer, run string, n, window int) (flowResult, error) {
+	base, _ := c.Count()
+	seqs, err := p.Publish(run, 0, n, benchEventSize, window, time.Now().Add(5*time.Minute))
+	if err != nil {
+		return flowResult{}, fmt.Errorf("generator %s: %w", run, err)
+	}
+	waitQuiet(c, base+len(seqs), 10*time.Second, 5*time.Minute)
+	rep := c.Report(run, seqs)
+	r := flowResult{sent: len(seqs), received: rep.Received, dups: rep.Duplicates}
+	var first, last time.Time
+	for _, s := range seqs {
+		if at := p.SentAt(s); !at.IsZero() && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+		if at := c.ReceivedAt(EventID(run, s)); at.After(last) {
+			last = at
+		}
+	}
+	if r.received > 0 && last.After(first) {
+		r.span = last.Sub(first)
+		r.rate = float64(r.received) / r.span.Seconds()
+	}
+	r.p50, r.p99 = Latencies(p, c, run, seqs)
+	return r, nil
+}
+
+// waitQuiet returns once c has seen want distinct ids, or nothing new for idle, or max passed.
+// It polls Count, which is cheap next to Report, so that waiting does not steal the CPU the
+// brokers and turnout need.
+func waitQuiet(c Consumer, want int, idle, max time.Duration) {
+	end := time.Now().Add(max)
+	last, lastChange := -1, time.Now()
+	for time.Now().Before(end) {
+		n, _ := c.Count()
+		if n >= want {
+			return
+		}
+		if n != last {
+			last, lastChange = n, time.Now()
+		} else if time.Since(lastChange) > idle {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// benchRow is one line of the table.
+type benchRow struct {
+	pipeline, variant string
+	flow              flowResult
+	legs              string        // variant a: both legs' rates
+	usage             *Usage        // variants b and c: turnout's CPU and memory
+	host              float64       // machine CPU busy over the run, % of all cores
+	ratio             float64       // rate / rate of a (0: not applicable)
+	config            string        // variants b and c: turnout's configuration
+	elapsed           time.Duration // wall time of the whole run
+}
+
+// TestBenchE2E is the end-to-end benchmark (make bench-e2e). It asserts nothing about speed:
+// it prints a table for docs/benchmarks.md.
+func TestBenchE2E(t *testing.T) {
+	if os.Getenv("TURNOUT_BENCH_E2E") == "" {
+		t.Skip("end-to-end benchmark: run it with `make bench-e2e` (sets TURNOUT_BENCH_E2E=1; needs mosquitto and RabbitMQ, see scripts/brokers.sh)")
+	}
+	s := benchSettingsFromEnv(t)
+	rule := writeRule(t, t.TempDir(), "filters/rules/attrroute")
+	turnoutBinary(t) // build before the first measurement
+	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d, %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit %d, mqtt receive_buffer %d, amqp output mode binary, rule attrroute with the default rule.timeout",
+		s.events, benchEventSize, s.warmup, s.window, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer)
+
+	var rows []benchRow
+	for _, p := range s.pipelines {
+		t.Run(p, func(t *testing.T) {
+			inKind, outKind, _ := strings.Cut(p, "-")
+			in := newBenchBroker(t, inKind)
+			out := in // AMQP -> AMQP: one RabbitMQ, two queues
+			if p != "amqp-amqp" {
+				out = newBenchBroker(t, outKind) // MQTT -> MQTT: two mosquitto processes
+			}
+			name := strings.ReplaceAll(p, "-", "->")
+			runs := map[string][]benchRow{}
+			for i := range s.repeat {
+				for _, v := range s.variants {
+					var r benchRow
+					switch v {
+					case 'a':
+						r = benchBrokersAlone(t, s, in, out, i)
+					case 'b':
+						r = benchTurnout(t, s, in, out, rule, "at-least-once", i)
+					case 'c':
+						r = benchTurnout(t, s, in, out, rule, "best-effort", i)
+					}
+					r.pipeline = name
+					t.Logf("%s %s run %d: %.0f events/s, p50 %v p99 %v, received %d/%d (dups %d) %s in %v",
+						name, r.variant, i+1, r.flow.rate, r.flow.p50, r.flow.p99, r.flow.received, r.flow.sent, r.flow.dups, r.legs, r.elapsed.Round(time.Millisecond))
+					if r.usage != nil {
+						t.Logf("  turnout %s, host busy %.0f%%", r.usage, r.host)
+					}
+					runs[string(v)] = append(runs[string(v)], r)
+				}
+			}
+			var a float64
+			for _, v := range s.variants {
+				r := median(runs[string(v)])
+				if v == 'a' {
+					a = r.flow.rate
+				} else if a > 0 {
+					r.ratio = r.flow.rate / a
+				}
+				rows = append(rows, r)
+			}
+		})
+	}
+	if len(rows) == 0 {
+		return
+	}
+	// The table goes to standard output as it is, to be pasted into docs/benchmarks.md.
+	fmt.Printf("\nend-to-end benchmark: %d events of %d bytes per run, producer window %d, median of %d run(s); %d CPUs, %s\n"+
+		"turnout: max_in_flight %d, amqp input credit %d, mqtt input receive_buffer %d\n\n%s\n",
+		s.events, benchEventSize, s.window, s.repeat, runtime.NumCPU(), runtime.Version(),
+		s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, benchTable(rows))
+	for _, r := range rows {
+		if r.config != "" {
+			t.Logf("turnout configuration (%s, %s):\n%s", r.pipeline, r.variant, r.config)
+			break
+		}
+	}
+}
+
+// median returns the run with the median rate.
+func median(rs []benchRow) benchRow {
+	slices.SortFunc(rs, func(x, y benchRow) int { return cmp.Compare(x.flow.rate, y.flow.rate) })
+	return rs[len(rs)/2]
+}
+
+// hostMeter measures how busy the machine was over a run.
+type hostMeter struct{ start HostCPU }
+
+func startHostMeter(t *testing.T) hostMeter {
+	t.Helper()
+	h, err := ReadHostCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hostMeter{h}
+}
+
+// busy is the machine's CPU busy since the start, in percent of all cores.
+func (m hostMeter) busy(t *testing.T) float64 {
+	t.Helper()
+	h, err := ReadHostCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.BusyPercentSince(m.start)
+}
+
+// benchBrokersAlone runs variant a: both legs at the same time, each producer -> broker ->
+// consumer with no turnout, and reports the slower leg.
+func benchBrokersAlone(t *testing.T, s benchSettings, in, out *benchBroker, i int) benchRow {
+	t.Helper()
+	start := time.Now()
+	id := fmt.Sprintf("a%d-%d", i, time.Now().UnixNano())
+	type leg struct {
+		p   Producer
+		c   Consumer
+		res flowResult
+		err error
+	}
+	var legs [2]*leg
+	for j, b := range []*benchBroker{in, out} {
+		dest := b.dest(t, fmt.Sprintf("a%d-leg%d-", i, j))
+		lid := fmt.Sprintf("%s-leg%d", id, j)
+		c := b.consumer(t, dest, lid, s.tuning)
+		legs[j] = &leg{p: b.producer(t, dest, lid), c: c}
+	}
+	both := func(run string, n int) {
+		var wg sync.WaitGroup
+		for j, l := range legs {
+			wg.Go(func() { l.res, l.err = runFlow(l.p, l.c, fmt.Sprintf("%s-%s%d", id, run, j), n, s.window) })
+		}
+		wg.Wait()
+		for _, l := range legs {
+			if l.err != nil {
+				t.Fatal(l.err)
+			}
+		}
+	}
+	both("w", s.warmup)
+	host := startHostMeter(t)
+	both("m", s.events)
+	r := benchRow{variant: "a brokers alone", host: host.busy(t), elapsed: time.Since(start)}
+	r.flow = legs[0].res
+	if legs[1].res.rate < r.flow.rate {
+		r.flow = legs[1].res
+	}
+	r.legs = fmt.Sprintf("(in leg %s %.0f, out leg %s %.0f)", in.kind, legs[0].res.rate, out.kind, legs[1].res.rate)
+	return r
+}
+
+// benchTurnout runs variant b or c: producer -> in broker -> turnout -> out broker -> consumer.
+func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mode string, i int) benchRow {
+	t.Helper()
+	start := time.Now()
+	short := map[string]string{"at-least-once": "alo", "best-effort": "be"}[mode]
+	id := fmt.Sprintf("%s%d-%d", short, i, time.Now().UnixNano())
+	inDest, outDest := in.dest(t, "in-"+short+"-"), out.dest(t, "out-"+short+"-")
+	c := out.consumer(t, outDest, id, s.tuning)
+	dir := t.TempDir()
+	admin := testutil.FreeAddr(t)
+	cfg := benchConfig(dir, admin, rule, mode, in.inputYAML(inDest, id, s.tuning), out.outputYAML(outDest), s.tuning)
+	path := filepath.Join(dir, "turnout.yaml")
+	writeFile(t, path, cfg)
+	tr := startTurnout(t, path, admin)
+	defer tr.kill()
+	p := in.producer(t, inDest, id)
+
+	if _, err := runFlow(p, c, id+"-w", s.warmup, s.window); err != nil {
+		t.Fatal(err)
+	}
+	host := startHostMeter(t)
+	sampler, err := StartSampler(tr.cmd.Process.Pid, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := runFlow(p, c, id+"-m", s.events, s.window)
+	u := sampler.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Err != nil {
+		t.Fatalf("turnout exited during the run: %v", u.Err)
+	}
+	variant := "b at-least-once"
+	if mode == "best-effort" {
+		variant = "c best-effort"
+	}
+	return benchRow{variant: variant, flow: res, usage: &u, host: host.busy(t), config: strings.TrimLeft(cfg, "\n"), elapsed: time.Since(start)}
+}
+
+// benchTable formats rows as a Markdown table with aligned columns.
+func benchTable(rows []benchRow) string {
+	cells := [][]string{{"pipeline", "variant", "events/s", "p50", "p99", "turnout CPU s / 10k events", "turnout CPU", "turnout peak RSS", "host CPU busy", "b/a"}}
+	for _, r := range rows {
+		cpu, pct, rss, ratio := "-", "-", "-", "-"
+		if u := r.usage; u != nil && r.flow.received > 0 {
+			cpu = fmt.Sprintf("%.2f", u.CPU.Seconds()*10000/float64(r.flow.received))
+			pct = fmt.Sprintf("%.0f%%", u.CPUPercent())
+			rss = fmt.Sprintf("%.0f MiB", float64(u.PeakRSS)/(1<<20))
+		}
+		if r.ratio > 0 {
+			ratio = fmt.Sprintf("%.2f", r.ratio)
+		}
+		rate := fmt.Sprintf("%.0f", r.flow.rate)
+		if r.flow.received < r.flow.sent {
+			rate += fmt.Sprintf(" (lost %d)", r.flow.sent-r.flow.received)
+		}
+		if r.legs != "" {
+			rate += " " + r.legs
+		}
+		cells = append(cells, []string{r.pipeline, r.variant, rate, fmtLatency(r.flow.p50), fmtLatency(r.flow.p99),
+			cpu, pct, rss, fmt.Sprintf("%.0f%%", r.host), ratio})
+	}
+	width := make([]int, len(cells[0]))
+	for _, row := range cells {
+		for i, c := range row {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	var b strings.Builder
+	line := func(row []string) {
+		for i, c := range row {
+			fmt.Fprintf(&b, "| %-*s ", width[i], c)
+		}
+		b.WriteString("|\n")
+	}
+	line(cells[0])
+	sep := make([]string, len(width))
+	for i, w := range width {
+		sep[i] = strings.Repeat("-", w)
+	}
+	line(sep)
+	for _, row := range cells[1:] {
+		line(row)
+	}
+	return b.String()
+}
+
+func fmtLatency(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+	}
+}
