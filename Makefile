@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build run test brokers vet fmt-check bench bench-e2e fuzz clean rules
+.PHONY: all build run test brokers vet fmt-check bench bench-e2e reliability fuzz clean rules
 
 all: build rules
 
@@ -44,6 +44,12 @@ bench:
 # TURNOUT_BENCH_EVENTS (20000), TURNOUT_BENCH_REPEAT (1), TURNOUT_BENCH_PIPELINES, TURNOUT_BENCH_VARIANTS.
 bench-e2e:
 	TURNOUT_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 60m -run '^TestBenchE2E$$' ./reliability/
+
+# The reliability suite in full (docs/reliability.md): every input/output pair through the turnout
+# binary while turnout is killed with SIGKILL, the output refuses, and the output's broker
+# restarts, on private brokers. Prints one table. make test runs the short version.
+reliability: brokers
+	RELIABILITY=full $(GO) test -count=1 -v -timeout 60m -run '^TestReliability$$' ./reliability/
 
 # A short run of every fuzz target.
 fuzz:
