@@ -20,6 +20,7 @@ import (
 	"github.com/turnout-router/turnout/transports/mqtt"
 
 	// Transports register their input and output types in init.
+	_ "github.com/turnout-router/turnout/transports/amqp"
 	_ "github.com/turnout-router/turnout/transports/file"
 	_ "github.com/turnout-router/turnout/transports/http"
 )

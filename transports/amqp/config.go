@@ -1,0 +1,231 @@
+package amqp
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/turnout-router/turnout/transports/internal/tlsconf"
+)
+
+// ConnectionConfig holds the settings every AMQP client of turnout (input or output) has.
+type ConnectionConfig struct {
+	// URL is the broker: amqp://host[:5672] or amqps://host[:5671] (TLS). User information in
+	// the URL (amqp://user:pass@host) selects SASL PLAIN with those credentials. Required.
+	URL string `yaml:"url"`
+	// Username overrides the user of the URL.
+	Username string `yaml:"username"`
+	// Password overrides the password of the URL.
+	Password string `yaml:"password"`
+	// SASL is the mechanism: "plain" or "anonymous" (default: plain when a username is set,
+	// anonymous otherwise) [AMQP 1.0 §5.3].
+	SASL string `yaml:"sasl"`
+	// TLS configures amqps:// brokers.
+	TLS tlsconf.Config `yaml:"tls"`
+	// ConnectTimeout bounds one connection attempt (TCP, TLS, SASL, open, begin, attach) and
+	// every settlement sent to the broker (default 10s).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// ReconnectMinBackoff is the wait before reconnecting after a lost connection or a failed
+	// attempt; it doubles on each failed attempt up to ReconnectMaxBackoff and returns to the
+	// minimum once a connection is established (default 500ms).
+	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
+	// ReconnectMaxBackoff caps the reconnect wait (default 30s).
+	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
+}
+
+// InputConfig configures an AMQP input (type: amqp under inputs).
+type InputConfig struct {
+	ConnectionConfig `yaml:",inline"`
+	// Address is the source address to receive from, e.g. /queue/NAME on RabbitMQ. Required.
+	Address string `yaml:"address"`
+	// Credit is the largest number of deliveries the input holds unsettled, from the broker's
+	// transfer to the engine's settlement (default 256). Link credit is issued by hand, in
+	// batches, within that bound.
+	Credit int `yaml:"credit"`
+	// Durable asks for a durable source terminus [AMQP 1.0 §3.5.3] (default true); RabbitMQ
+	// then declares /queue/NAME as a durable queue.
+	Durable *bool `yaml:"durable"`
+}
+
+// OutputConfig configures an AMQP output (type: amqp under outputs).
+type OutputConfig struct {
+	ConnectionConfig `yaml:",inline"`
+	// Address is the target address, e.g. /queue/NAME or /exchange/X/KEY on RabbitMQ. Required.
+	Address string `yaml:"address"`
+	// Mode is the CloudEvents AMQP binding mode: "binary" (default) or "structured".
+	Mode string `yaml:"mode"`
+}
+
+const (
+	defaultConnectTimeout = 10 * time.Second
+	defaultMinBackoff     = 500 * time.Millisecond
+	defaultMaxBackoff     = 30 * time.Second
+	defaultCredit         = 256
+	maxCredit             = 1 << 20
+
+	modeBinary     = "binary"
+	modeStructured = "structured"
+)
+
+// validate checks c and fills in defaults. Errors name the key.
+func (c *ConnectionConfig) validate() error {
+	if c.URL == "" {
+		return errors.New("url: required (amqp://host:5672 or amqps://host:5671)")
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("url: %w", err)
+	}
+	switch u.Scheme {
+	case "amqp", "amqps":
+	default:
+		return fmt.Errorf("url: scheme %q not supported (use amqp:// or amqps://)", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("url: %q has no host", redact(c.URL))
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return fmt.Errorf("url: %q: no path or query expected (the address is a key of its own)", redact(c.URL))
+	}
+	if !c.TLS.IsZero() && u.Scheme != "amqps" {
+		return errors.New("tls: set, but url is not amqps://")
+	}
+	if c.Password != "" && c.username() == "" {
+		return errors.New("password: set username too")
+	}
+	switch c.SASL {
+	case "":
+		c.SASL = "anonymous"
+		if c.username() != "" {
+			c.SASL = "plain"
+		}
+	case "plain":
+		if c.username() == "" {
+			return errors.New("sasl: plain needs a username (in username or in the url)")
+		}
+	case "anonymous":
+	default:
+		return fmt.Errorf("sasl: %q not supported (use plain or anonymous)", c.SASL)
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = defaultConnectTimeout
+	}
+	if c.ConnectTimeout < 0 {
+		return fmt.Errorf("connect_timeout: %v is negative", c.ConnectTimeout)
+	}
+	if c.ReconnectMinBackoff == 0 {
+		c.ReconnectMinBackoff = defaultMinBackoff
+	}
+	if c.ReconnectMaxBackoff == 0 {
+		c.ReconnectMaxBackoff = defaultMaxBackoff
+	}
+	if c.ReconnectMinBackoff < 0 {
+		return fmt.Errorf("reconnect_min_backoff: %v is negative", c.ReconnectMinBackoff)
+	}
+	if c.ReconnectMaxBackoff < c.ReconnectMinBackoff {
+		return fmt.Errorf("reconnect_max_backoff: %v is below reconnect_min_backoff %v",
+			c.ReconnectMaxBackoff, c.ReconnectMinBackoff)
+	}
+	if _, err := c.TLS.Client(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// username is the configured user: the username key, else the URL's.
+func (c *ConnectionConfig) username() string {
+	if c.Username != "" {
+		return c.Username
+	}
+	if u, err := url.Parse(c.URL); err == nil && u.User != nil {
+		return u.User.Username()
+	}
+	return ""
+}
+
+// password is the configured password: the password key when username or password is set,
+// else the URL's.
+func (c *ConnectionConfig) password() string {
+	if c.Username != "" || c.Password != "" {
+		return c.Password
+	}
+	if u, err := url.Parse(c.URL); err == nil && u.User != nil {
+		p, _ := u.User.Password()
+		return p
+	}
+	return ""
+}
+
+// dialTarget returns the URL without user information (the credentials go to SASL explicitly)
+// and the go-amqp connection options. It expects a validated c.
+func (c *ConnectionConfig) dialTarget() (string, *amqp.ConnOptions, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return "", nil, fmt.Errorf("url: %w", err)
+	}
+	u.User = nil
+	var tc *tls.Config
+	if u.Scheme == "amqps" {
+		if tc, err = c.TLS.Client(); err != nil {
+			return "", nil, err
+		}
+	}
+	opts := &amqp.ConnOptions{TLSConfig: tc}
+	switch c.SASL {
+	case "plain":
+		opts.SASLType = amqp.SASLTypePlain(c.username(), c.password())
+	default:
+		opts.SASLType = amqp.SASLTypeAnonymous()
+	}
+	return u.String(), opts, nil
+}
+
+// redact returns s with the password of a URL replaced, for messages and logs.
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable url)"
+	}
+	return u.Redacted()
+}
+
+func (c *InputConfig) validate() error {
+	if err := c.ConnectionConfig.validate(); err != nil {
+		return err
+	}
+	if c.Address == "" {
+		return errors.New("address: required (the source, e.g. /queue/NAME)")
+	}
+	if c.Credit == 0 {
+		c.Credit = defaultCredit
+	}
+	if c.Credit < 0 || c.Credit > maxCredit {
+		return fmt.Errorf("credit: %d is outside 1..%d", c.Credit, maxCredit)
+	}
+	if c.Durable == nil {
+		t := true
+		c.Durable = &t
+	}
+	return nil
+}
+
+func (c *OutputConfig) validate() error {
+	if err := c.ConnectionConfig.validate(); err != nil {
+		return err
+	}
+	if c.Address == "" {
+		return errors.New("address: required (the target, e.g. /queue/NAME or /exchange/X/KEY)")
+	}
+	switch c.Mode {
+	case "":
+		c.Mode = modeBinary
+	case modeBinary, modeStructured:
+	default:
+		return fmt.Errorf("mode: %q not supported (use binary or structured)", c.Mode)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+// Package ce holds the CloudEvents helpers every transport shares: the structured-mode JSON
+// format [CE-JSON] (encoding with data_base64 where the data's bytes need it, decoding with
+// validation), the attribute naming rule [CE-2] and the string form of attribute values.
+//
+// Invariant: EncodeStructured and DecodeStructured are inverses for every valid event: the
+// attributes, the extensions' values and the data's bytes survive the trip unchanged. Nothing
+// here keeps state; every function is safe for concurrent use.
+package ce
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
+)
+
+// ContentTypeJSON is the media type of the structured-mode JSON format [CE-JSON-3].
+const ContentTypeJSON = event.ApplicationCloudEventsJSON
+
+// ValidAttrName reports whether n is a CloudEvents attribute name: lower-case ASCII letters and
+// digits, at least one ([CE-2] "Attribute Naming Convention"; the 20-character limit is only a
+// SHOULD, so longer names are kept).
+func ValidAttrName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// AttrString returns the canonical string form of a context attribute or extension of e
+// ([CE-2] "Type System"), "" when it is absent.
+func AttrString(e *event.Event, name string) string {
+	switch name {
+	case "specversion":
+		return e.SpecVersion()
+	case "id":
+		return e.ID()
+	case "source":
+		return e.Source()
+	case "type":
+		return e.Type()
+	case "subject":
+		return e.Subject()
+	case "datacontenttype":
+		return e.DataContentType()
+	case "dataschema":
+		return e.DataSchema()
+	case "time":
+		if e.Time().IsZero() {
+			return ""
+		}
+		return e.Time().UTC().Format(time.RFC3339Nano)
+	}
+	v, ok := e.Extensions()[name]
+	if !ok {
+		return ""
+	}
+	s, err := types.Format(v)
+	if err != nil {
+		return ""
+	}
+	return s
+}
+
+// DecodeStructured decodes one event in the JSON format and validates it. The error says why the
+// bytes are not a valid event; callers add where they came from.
+func DecodeStructured(b []byte) (*event.Event, error) {
+	if !utf8.Valid(b) {
+		// JSON text is UTF-8 [RFC 8259 §8.1]; sdk-go's reader would pass the bytes on into
+		// attribute strings that no AMQP or MQTT writer accepts.
+		return nil, errors.New("not valid UTF-8")
+	}
+	e := event.New()
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, err
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	for name := range e.Extensions() {
+		// The JSON reader folds case and takes unknown members as extensions: "Data" or "dAtA"
+		// would come back as an extension named "data", which no writer can represent.
+		if !ValidAttrName(name) || name == "data" {
+			return nil, fmt.Errorf("invalid extension attribute name %q", name)
+		}
+	}
+	return &e, nil
+}
+
+// EncodeStructured renders e in the JSON format. Data that the JSON form cannot carry as it is
+// (bytes that are not UTF-8 under a non-JSON media type, or that are not JSON under a JSON media
+// type) is written as data_base64 [CE-JSON-3.1], so the bytes survive unchanged. e is not
+// modified.
+func EncodeStructured(e *event.Event) ([]byte, error) {
+	if needsBase64(e) {
+		c := e.Clone()
+		c.DataBase64 = true
+		e = &c
+	}
+	b, err := e.MarshalJSON() // not json.Marshal: it would HTML-escape the data's bytes
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.ID(), err)
+	}
+	return b, nil
+}
+
+// MarkBinaryData flags e's data as binary when the JSON format could not carry its bytes
+// verbatim, so that every JSON writer (not only EncodeStructured) emits data_base64 (or, for a
+// 0.3 event, datacontentencoding base64). Binary-mode decoders call it: sdk-go's readers leave
+// the flag unset for bytes that came from a message body.
+func MarkBinaryData(e *event.Event) {
+	if !needsBase64(e) {
+		return
+	}
+	if e.SpecVersion() == event.CloudEventsVersionV03 {
+		e.SetDataContentEncoding(event.Base64)
+		return
+	}
+	e.DataBase64 = true
+}
+
+// needsBase64 reports whether e's data must be written as data_base64 in the JSON format.
+func needsBase64(e *event.Event) bool {
+	data := e.Data()
+	if e.DataBase64 || len(data) == 0 {
+		return false
+	}
+	if IsJSONMediaType(e.DataContentType()) {
+		// Written verbatim as the value of "data": it must be JSON itself.
+		return !json.Valid(data)
+	}
+	// Written as a JSON string: only UTF-8 text survives that.
+	return !utf8.Valid(data)
+}
+
+// IsJSONMediaType reports whether the JSON format writes data of content type ct as JSON rather
+// than as a string: no content type, or a JSON media type (the rule of sdk-go's writer).
+func IsJSONMediaType(ct string) bool {
+	mt := ""
+	if ct != "" {
+		var err error
+		if mt, _, err = mime.ParseMediaType(ct); err != nil {
+			mt = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
+		}
+	}
+	switch mt {
+	case "", event.ApplicationJSON, event.TextJSON, event.ApplicationCloudEventsJSON, event.ApplicationCloudEventsBatchJSON:
+		return true
+	}
+	return false
+}
