@@ -9,6 +9,7 @@ import (
 
 	"github.com/Azure/go-amqp"
 
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
@@ -61,11 +62,8 @@ type OutputConfig struct {
 }
 
 const (
-	defaultConnectTimeout = 10 * time.Second
-	defaultMinBackoff     = 500 * time.Millisecond
-	defaultMaxBackoff     = 30 * time.Second
-	defaultCredit         = 256
-	maxCredit             = 1 << 20
+	defaultCredit = 256
+	maxCredit     = 1 << 20
 
 	modeBinary     = "binary"
 	modeStructured = "structured"
@@ -111,24 +109,8 @@ func (c *ConnectionConfig) validate() error {
 	default:
 		return fmt.Errorf("sasl: %q not supported (use plain or anonymous)", c.SASL)
 	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = defaultConnectTimeout
-	}
-	if c.ConnectTimeout < 0 {
-		return fmt.Errorf("connect_timeout: %v is negative", c.ConnectTimeout)
-	}
-	if c.ReconnectMinBackoff == 0 {
-		c.ReconnectMinBackoff = defaultMinBackoff
-	}
-	if c.ReconnectMaxBackoff == 0 {
-		c.ReconnectMaxBackoff = defaultMaxBackoff
-	}
-	if c.ReconnectMinBackoff < 0 {
-		return fmt.Errorf("reconnect_min_backoff: %v is negative", c.ReconnectMinBackoff)
-	}
-	if c.ReconnectMaxBackoff < c.ReconnectMinBackoff {
-		return fmt.Errorf("reconnect_max_backoff: %v is below reconnect_min_backoff %v",
-			c.ReconnectMaxBackoff, c.ReconnectMinBackoff)
+	if err := reconnect.Validate(&c.ConnectTimeout, &c.ReconnectMinBackoff, &c.ReconnectMaxBackoff); err != nil {
+		return err
 	}
 	if _, err := c.TLS.Client(); err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/Azure/go-amqp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,38 +51,6 @@ func dial(ctx context.Context, cfg *ConnectionConfig) (*link, error) {
 // go-amqp bounds.
 func (l *link) close() {
 	_ = l.conn.Close()
-}
-
-// backoff is the reconnect wait: it starts at min, doubles after each failed attempt up to max,
-// and returns to min after a success. Only its owner goroutine uses it.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func newBackoff(cfg *ConnectionConfig) *backoff {
-	return &backoff{min: cfg.ReconnectMinBackoff, max: cfg.ReconnectMaxBackoff, cur: cfg.ReconnectMinBackoff}
-}
-
-// next returns the wait before the next attempt and doubles the one after.
-func (b *backoff) next() time.Duration {
-	w := b.cur
-	b.cur = min(2*b.cur, b.max)
-	return w
-}
-
-// reset is called after a successful connection.
-func (b *backoff) reset() { b.cur = b.min }
-
-// sleep waits d or until ctx ends; it reports whether the wait was complete.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // connectedGauge returns turnout_transport_connected{transport="amqp",name}.

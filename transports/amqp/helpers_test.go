@@ -2,13 +2,8 @@ package amqp
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,76 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/amqp/amqptest"
 )
-
-// sharedURL is the shared RabbitMQ with its AMQP 1.0 plugin.
-const sharedURL = "amqp://guest:guest@127.0.0.1:5672"
-
-// sharedBroker returns sharedURL after checking the broker answers; unreachable: t.Fatal
-// under CI, t.Skip otherwise.
-func sharedBroker(t testing.TB) string {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", "127.0.0.1:5672", 2*time.Second)
-	if err != nil {
-		msg := "RabbitMQ not reachable on 127.0.0.1:5672 (run scripts/brokers.sh, then rerun the tests): " + err.Error()
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	_ = c.Close()
-	return sharedURL
-}
-
-// queueName returns a queue name unique to this test run.
-func queueName(t testing.TB, prefix string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	n := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
-	return prefix + "-" + n + "-" + hex.EncodeToString(b[:])
-}
-
-// dispatched is one message the input handed to the test dispatcher.
-type dispatched struct {
-	m      *engine.Message
-	settle engine.SettleFunc
-}
-
-// testDispatcher takes every message (no backpressure) and lets the test settle them.
-type testDispatcher struct{ ch chan dispatched }
-
-func newTestDispatcher() *testDispatcher { return &testDispatcher{ch: make(chan dispatched, 100000)} }
-
-func (d *testDispatcher) Dispatch(ctx context.Context, m *engine.Message, settle engine.SettleFunc) error {
-	select {
-	case d.ch <- dispatched{m, settle}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// next waits for the next dispatched message.
-func (d *testDispatcher) next(t testing.TB, within time.Duration) dispatched {
-	t.Helper()
-	select {
-	case x := <-d.ch:
-		return x
-	case <-time.After(within):
-		t.Fatalf("no message dispatched within %v", within)
-		return dispatched{}
-	}
-}
-
-// none checks that nothing is dispatched for a while.
-func (d *testDispatcher) none(t testing.TB, during time.Duration) {
-	t.Helper()
-	select {
-	case x := <-d.ch:
-		t.Fatalf("unexpected message dispatched: %v", x.m.Event)
-	case <-time.After(during):
-	}
-}
 
 func testDeps() (engine.Deps, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
@@ -105,14 +33,14 @@ func fastConn(url string) ConnectionConfig {
 
 // startInput builds and starts an input on address and waits until it is attached; the test's
 // cleanup closes it.
-func startInput(t testing.TB, cfg InputConfig) (*Input, *testDispatcher, *prometheus.Registry) {
+func startInput(t testing.TB, cfg InputConfig) (*Input, *testutil.Dispatcher, *prometheus.Registry) {
 	t.Helper()
 	deps, reg := testDeps()
 	in, err := newInput("in", cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newTestDispatcher()
+	d := testutil.NewDispatcher()
 	if err := in.Start(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
@@ -252,17 +180,7 @@ func binaryMessage(t testing.TB, id string) *amqp.Message {
 	return m
 }
 
-// setPolicy applies a queue policy on the shared node for the test's duration.
-func setPolicy(t testing.TB, name, pattern, definition string) {
-	t.Helper()
-	out, err := exec.Command("rabbitmqctl", "set_policy", "--apply-to", "queues", name, pattern, definition).CombinedOutput()
-	if err != nil {
-		t.Fatalf("rabbitmqctl set_policy: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "clear_policy", name).Run() })
-}
-
-// deleteQueue removes a test's queue from the shared node when the test ends.
-func deleteQueue(t testing.TB, name string) {
-	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "delete_queue", name).Run() })
+// deleteQueue removes a test's queue from node n when the test ends.
+func deleteQueue(t testing.TB, n *amqptest.Node, name string) {
+	t.Cleanup(func() { _, _ = n.Ctl("delete_queue", name) })
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 )
 
 var (
@@ -174,7 +175,7 @@ func (in *Input) Close(ctx context.Context) error {
 // until the link ends, reconnect after the backoff.
 func (in *Input) run(ctx context.Context, d engine.Dispatcher, first chan struct{}) {
 	defer in.workers.Done()
-	bo := newBackoff(&in.cfg.ConnectionConfig)
+	bo := reconnect.NewBackoff(in.cfg.ReconnectMinBackoff, in.cfg.ReconnectMaxBackoff)
 	signalFirst := func() {
 		if first != nil {
 			close(first)
@@ -188,15 +189,15 @@ func (in *Input) run(ctx context.Context, d engine.Dispatcher, first chan struct
 			return // Close ends the link, after the settle goroutine is done with it
 		}
 		if err != nil {
-			w := bo.next()
+			w := bo.Next()
 			in.log.Warn("amqp input connect failed", "error", err, "retry_in", w)
 			signalFirst()
-			if !sleep(ctx, w) {
+			if !reconnect.Sleep(ctx, w) {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		in.setReady(true)
 		in.log.Info("amqp input connected", "address", in.cfg.Address)
 		signalFirst()
@@ -206,9 +207,9 @@ func (in *Input) run(ctx context.Context, d engine.Dispatcher, first chan struct
 			return // Close ends the link, after the settle goroutine is done with it
 		}
 		in.endLink(l)
-		w := bo.next()
+		w := bo.Next()
 		in.log.Warn("amqp input link ended", "error", err, "retry_in", w)
-		if !sleep(ctx, w) {
+		if !reconnect.Sleep(ctx, w) {
 			return
 		}
 	}

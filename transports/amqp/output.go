@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 )
 
 var (
@@ -206,7 +207,7 @@ func (o *Output) sendFailed(l *senderLink, err error) error {
 // run is the connection loop, on its own goroutine until ctx ends.
 func (o *Output) run(ctx context.Context, first chan struct{}) {
 	defer close(o.done)
-	bo := newBackoff(&o.cfg.ConnectionConfig)
+	bo := reconnect.NewBackoff(o.cfg.ReconnectMinBackoff, o.cfg.ReconnectMaxBackoff)
 	signalFirst := func() {
 		if first != nil {
 			close(first)
@@ -223,15 +224,15 @@ func (o *Output) run(ctx context.Context, first chan struct{}) {
 			return
 		}
 		if err != nil {
-			w := bo.next()
+			w := bo.Next()
 			o.log.Warn("amqp output connect failed", "error", err, "retry_in", w)
 			signalFirst()
-			if !sleep(ctx, w) {
+			if !reconnect.Sleep(ctx, w) {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		select {
 		case <-o.lost: // a report about an earlier link
 		default:
@@ -260,9 +261,9 @@ func (o *Output) run(ctx context.Context, first chan struct{}) {
 			}
 		}
 		o.detach(l)
-		w := bo.next()
+		w := bo.Next()
 		o.log.Warn("amqp output link ended", "error", reason, "retry_in", w)
-		if !sleep(ctx, w) {
+		if !reconnect.Sleep(ctx, w) {
 			return
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/amqp/amqptest"
 	"github.com/turnout-router/turnout/transports/internal/ce"
 )
 
@@ -22,11 +23,12 @@ func outputConfig(url, queue, mode string) OutputConfig {
 }
 
 func TestOutputSendsBothModes(t *testing.T) {
-	url := sharedBroker(t)
+	n := amqptest.Shared(t)
+	url := n.URL()
 	for _, mode := range []string{modeBinary, modeStructured} {
 		t.Run(mode, func(t *testing.T) {
-			q := queueName(t, "out")
-			deleteQueue(t, q)
+			q := amqptest.QueueName(t, "out-")
+			deleteQueue(t, n, q)
 			o, reg := startOutput(t, outputConfig(url, q, mode))
 			if v := testutil.Metric(t, reg, "turnout_transport_connected", map[string]string{"transport": "amqp", "name": "out"}); v != 1 {
 				t.Errorf("turnout_transport_connected = %v while attached, want 1", v)
@@ -67,14 +69,15 @@ func TestOutputSendsBothModes(t *testing.T) {
 
 // TestOutputConcurrentSends sends from many goroutines at once, as the engine does.
 func TestOutputConcurrentSends(t *testing.T) {
-	url := sharedBroker(t)
-	q := queueName(t, "out")
-	deleteQueue(t, q)
+	n := amqptest.Shared(t)
+	url := n.URL()
+	q := amqptest.QueueName(t, "out-")
+	deleteQueue(t, n, q)
 	o, _ := startOutput(t, outputConfig(url, q, ""))
-	const n = 300
+	const total = 300
 	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
+	errs := make(chan error, total)
+	for i := range total {
 		wg.Go(func() {
 			if err := o.Send(t.Context(), testEvent(fmt.Sprint(i))); err != nil {
 				errs <- err
@@ -88,7 +91,7 @@ func TestOutputConcurrentSends(t *testing.T) {
 	}
 	r := rawReceiver(t, rawSession(t, url), "/queue/"+q)
 	seen := map[string]bool{}
-	for range n {
+	for range total {
 		e := decode("q", receiveOne(t, r))
 		if e.Event == nil || seen[e.Event.ID()] {
 			t.Fatalf("bad or duplicate message: %v", e.DecodeErr)
@@ -102,10 +105,11 @@ func TestOutputConcurrentSends(t *testing.T) {
 // was drained. (RabbitMQ 3.10 does not answer with a rejected disposition here: its AMQP 1.0
 // session ends, so the error is the lost connection, and the output reattaches.)
 func TestOutputRefusedThenRecovers(t *testing.T) {
-	url := sharedBroker(t)
-	q := queueName(t, "out")
-	deleteQueue(t, q)
-	setPolicy(t, q, "^"+q+"$", `{"max-length":1,"overflow":"reject-publish"}`)
+	n := amqptest.Shared(t)
+	url := n.URL()
+	q := amqptest.QueueName(t, "out-")
+	deleteQueue(t, n, q)
+	n.SetPolicy(q, "^"+q+"$", `{"max-length":1,"overflow":"reject-publish"}`)
 	o, _ := startOutput(t, outputConfig(url, q, ""))
 	if err := o.Send(t.Context(), testEvent("1")); err != nil {
 		t.Fatal(err)
@@ -191,9 +195,10 @@ func TestOutputNotConnectedFailsFast(t *testing.T) {
 }
 
 func TestOutputPermanentErrors(t *testing.T) {
-	url := sharedBroker(t)
-	q := queueName(t, "out")
-	deleteQueue(t, q)
+	n := amqptest.Shared(t)
+	url := n.URL()
+	q := amqptest.QueueName(t, "out-")
+	deleteQueue(t, n, q)
 	o, _ := startOutput(t, outputConfig(url, q, ""))
 	bad := testEvent("bad")
 	bad.SetExtension("x", string([]byte{0xff}))
@@ -215,25 +220,26 @@ func TestOutputPermanentErrors(t *testing.T) {
 
 // TestOutputToInput sends through the output and receives through the input, both modes.
 func TestOutputToInput(t *testing.T) {
-	url := sharedBroker(t)
+	n := amqptest.Shared(t)
+	url := n.URL()
 	for _, mode := range []string{modeBinary, modeStructured} {
 		t.Run(mode, func(t *testing.T) {
-			q := queueName(t, "rt")
-			deleteQueue(t, q)
+			q := amqptest.QueueName(t, "rt-")
+			deleteQueue(t, n, q)
 			o, _ := startOutput(t, outputConfig(url, q, mode))
 			_, d, _ := startInput(t, inputConfig(url, q))
 			e := withExt(fullEvent(), "seq", int32(1))
 			if err := o.Send(t.Context(), e); err != nil {
 				t.Fatal(err)
 			}
-			x := d.next(t, 10*time.Second)
-			if x.m.DecodeErr != nil {
-				t.Fatal(x.m.DecodeErr)
+			x := d.Next(t, 10*time.Second)
+			if x.M.DecodeErr != nil {
+				t.Fatal(x.M.DecodeErr)
 			}
-			if d := ce.Diff(e, x.m.Event); d != nil {
+			if d := ce.Diff(e, x.M.Event); d != nil {
 				t.Errorf("received event differs:\n%s", strings.Join(d, "\n"))
 			}
-			x.settle(nil)
+			x.Settle(nil)
 		})
 	}
 }

@@ -16,9 +16,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
-	"github.com/cloudevents/sdk-go/v2/binding/format"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/turnout-router/turnout/transports/internal/ce"
 )
 
 // requestError is a request the input refuses before dispatching anything. Status is the HTTP
@@ -94,14 +95,11 @@ func unsupported(mt string) *requestError {
 
 // decodeStructured decodes one event in the JSON event format.
 func decodeStructured(body []byte, index int) (*event.Event, error) {
-	e := event.New()
-	if err := format.JSON.Unmarshal(body, &e); err != nil {
+	e, err := ce.DecodeStructured(body)
+	if err != nil {
 		return nil, eventError(index, err)
 	}
-	if err := e.Validate(); err != nil {
-		return nil, eventError(index, err)
-	}
-	return &e, nil
+	return e, nil
 }
 
 // decodeBatch decodes a JSON array of events in the JSON event format ([CE-JSON-4]).
@@ -142,7 +140,7 @@ func decodeBinary(h http.Header, body []byte) (*event.Event, error) {
 			continue
 		}
 		name := strings.ToLower(ck[len(cePrefix):])
-		if !validAttributeName(name) {
+		if !ce.ValidAttrName(name) {
 			return nil, badRequest(-1, name, "header %s: attribute names consist of a-z and 0-9 only", k)
 		}
 		if len(vs) != 1 || clean[ck] != nil {
@@ -176,52 +174,10 @@ func decodeBinary(h http.Header, body []byte) (*event.Event, error) {
 	if err := e.Validate(); err != nil {
 		return nil, eventError(-1, err)
 	}
-	if len(e.DataEncoded) > 0 {
-		// binding.ToEvent does not mark binary data as such; JSON writers would then emit data
-		// that is not valid JSON, or not lossless. Keep the raw bytes base64-encoded unless the
-		// data is valid JSON under a JSON media type, or valid UTF-8 under any other type.
-		mt, _ := e.Context.GetDataMediaType()
-		var raw bool
-		if isJSONMediaType(mt) {
-			raw = !json.Valid(e.DataEncoded)
-		} else {
-			raw = !utf8.Valid(e.DataEncoded)
-		}
-		if raw {
-			if e.SpecVersion() == event.CloudEventsVersionV1 {
-				e.DataBase64 = true
-			} else {
-				e.SetDataContentEncoding(event.Base64) // 0.3: datacontentencoding
-			}
-		}
-	}
+	// binding.ToEvent does not mark binary data as such; JSON writers would then emit data that
+	// is not valid JSON, or not lossless.
+	ce.MarkBinaryData(e)
 	return e, nil
-}
-
-// isJSONMediaType reports whether the CloudEvents JSON format writes data of media type mt as
-// JSON rather than as a string (the rule of sdk-go's event writer).
-func isJSONMediaType(mt string) bool {
-	switch strings.ToLower(mt) {
-	case "", event.ApplicationJSON, event.TextJSON:
-		return true
-	}
-	return false
-}
-
-// validAttributeName reports whether name is a CloudEvents attribute name ([CE-2] "Attribute
-// Naming Convention": lower-case letters and digits; the 20-character length is only a SHOULD,
-// so longer names are kept).
-func validAttributeName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // eventError turns an sdk decode or validation error into a 400 naming the attribute(s).

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/transports/internal/tmetrics"
 )
 
 func init() {
@@ -75,39 +76,20 @@ func New(name string, c Config, deps engine.Deps) (*Input, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	connected, err := registerOrReuse(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "turnout_transport_connected",
-		Help: "1 while the transport is connected or listening, 0 otherwise.",
-	}, []string{"transport", "name"}))
+	connected, err := tmetrics.ConnectedGauge(reg, "http", name)
 	if err != nil {
-		return nil, fmt.Errorf("http input %s: register metrics: %w", name, err)
+		return nil, fmt.Errorf("http input %s: %w", name, err)
 	}
-	requests, err := registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	requests, err := tmetrics.RegisterOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnout_http_requests_total",
 		Help: "HTTP requests answered by HTTP inputs, by status code.",
 	}, []string{"name", "code"}))
 	if err != nil {
-		return nil, fmt.Errorf("http input %s: register metrics: %w", name, err)
+		return nil, fmt.Errorf("http input %s: %w", name, err)
 	}
-	in.connected = connected.WithLabelValues("http", name)
-	in.connected.Set(0)
+	in.connected = connected
 	in.requests = requests
 	return in, nil
-}
-
-// registerOrReuse registers c on reg, or returns the collector already registered under the same
-// description (several inputs, or several transports, share one metric family).
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // Start listens on the configured address and serves requests on its own goroutines, handing

@@ -21,6 +21,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/internal/ce"
 )
 
 // fakeDispatcher is an engine stand-in. By default it takes every message and settles it on
@@ -742,7 +743,7 @@ func FuzzDecodeRequest(f *testing.F) {
 				t.Fatalf("decoded event written as invalid JSON %q: %v", js, err)
 			}
 			if e.SpecVersion() == event.CloudEventsVersionV1 && !bytes.Equal(back.Data(), e.Data()) {
-				if !(isJSONMediaType(e.DataMediaType()) && !e.DataBase64) {
+				if !(ce.IsJSONMediaType(e.DataMediaType()) && !e.DataBase64) {
 					t.Fatalf("data changed through JSON: %q -> %q", e.Data(), back.Data())
 				}
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/transports/internal/tmetrics"
 )
 
 // BrokerConfig configures the embedded MQTT broker (the broker: block of the configuration).
@@ -87,17 +88,17 @@ func NewBroker(cfg BrokerConfig, deps engine.Deps) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: log.With("component", "broker")}
 	var err error
 	// Reused when already registered: a configuration check builds a broker before the real one.
-	if b.dropped, err = registerOrReuse(deps.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+	if b.dropped, err = tmetrics.RegisterOrReuse(deps.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnout_broker_messages_dropped_total",
 		Help: "Messages the embedded MQTT broker dropped for a subscriber (queue limit or expiry).",
 	})); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mqtt broker %w", err)
 	}
-	if b.refused, err = registerOrReuse(deps.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+	if b.refused, err = tmetrics.RegisterOrReuse(deps.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnout_broker_publishes_refused_total",
 		Help: "QoS 1/2 publications the embedded MQTT broker refused because a subscriber's queue was full.",
 	})); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mqtt broker %w", err)
 	}
 
 	caps := mochi.NewDefaultServerCapabilities()

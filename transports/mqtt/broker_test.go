@@ -122,11 +122,11 @@ func TestBrokerCarriesEventsEndToEnd(t *testing.T) {
 			t.Fatalf("Send %s: %v", id, err)
 		}
 	}
-	expectIDs(t, d, want, func(_ int, x dispatched) {
-		if x.m.Origin != "alarms/test.event" {
-			t.Errorf("Origin = %q", x.m.Origin)
+	expectIDs(t, d, want, func(_ int, x testutil.Dispatched) {
+		if x.M.Origin != "alarms/test.event" {
+			t.Errorf("Origin = %q", x.M.Origin)
 		}
-		x.settle(nil)
+		x.Settle(nil)
 	})
 }
 
@@ -160,5 +160,5 @@ func TestBrokerRefusesInsteadOfDropping(t *testing.T) {
 		t.Errorf("turnout_broker_messages_dropped_total = %v, want 0", v)
 	}
 	_, d, _ := startInput(t, url, id, "q/#")
-	expectIDs(t, d, ids("q", 0, 3), func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, ids("q", 0, 3), func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }

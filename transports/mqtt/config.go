@@ -2,18 +2,18 @@ package mqtt
 
 import (
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
+	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
 // ConnectionConfig holds the settings every MQTT client of turnout (input or output) has.
@@ -48,18 +48,8 @@ type ConnectionConfig struct {
 	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
 }
 
-// TLSConfig is the client side of TLS for ssl:// brokers.
-type TLSConfig struct {
-	// CAFile is a PEM file of CA certificates that verify the broker (default: the system
-	// pool).
-	CAFile string `yaml:"ca_file"`
-	// CertFile is the PEM client certificate for mutual TLS (requires key_file).
-	CertFile string `yaml:"cert_file"`
-	// KeyFile is the PEM private key of cert_file.
-	KeyFile string `yaml:"key_file"`
-	// InsecureSkipVerify disables verification of the broker's certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-}
+// TLSConfig is the client side of TLS for ssl:// brokers (the shared "tls" block).
+type TLSConfig = tlsconf.Config
 
 // InputConfig configures an MQTT input (type: mqtt under inputs).
 type InputConfig struct {
@@ -88,12 +78,9 @@ type OutputConfig struct {
 }
 
 const (
-	defaultKeepAlive      = 30 * time.Second
-	defaultConnectTimeout = 10 * time.Second
-	defaultMinBackoff     = 500 * time.Millisecond
-	defaultMaxBackoff     = 30 * time.Second
-	defaultReceiveBuffer  = 1024
-	maxTopicLen           = 65535 // [MQTT-1.5.3]: UTF-8 strings are at most 65535 bytes
+	defaultKeepAlive     = 30 * time.Second
+	defaultReceiveBuffer = 1024
+	maxTopicLen          = 65535 // [MQTT-1.5.3]: UTF-8 strings are at most 65535 bytes
 )
 
 // validate checks c and fills in defaults. needID says whether client_id is required.
@@ -124,74 +111,26 @@ func (c *ConnectionConfig) validate(needID bool) error {
 	if c.Password != "" && c.Username == "" {
 		return errors.New("password: set username too ([MQTT-3.1.2-22])")
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return errors.New("tls.cert_file and tls.key_file: set both or neither")
-	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = defaultKeepAlive
 	}
 	if c.KeepAlive < time.Second {
 		return fmt.Errorf("keepalive: %v is below 1s", c.KeepAlive)
 	}
-	if c.ConnectTimeout == 0 {
-		c.ConnectTimeout = defaultConnectTimeout
+	if err := reconnect.Validate(&c.ConnectTimeout, &c.ReconnectMinBackoff, &c.ReconnectMaxBackoff); err != nil {
+		return err
 	}
-	if c.ConnectTimeout < 0 {
-		return fmt.Errorf("connect_timeout: %v is negative", c.ConnectTimeout)
-	}
-	if c.ReconnectMinBackoff == 0 {
-		c.ReconnectMinBackoff = defaultMinBackoff
-	}
-	if c.ReconnectMaxBackoff == 0 {
-		c.ReconnectMaxBackoff = defaultMaxBackoff
-	}
-	if c.ReconnectMinBackoff < 0 {
-		return fmt.Errorf("reconnect_min_backoff: %v is negative", c.ReconnectMinBackoff)
-	}
-	if c.ReconnectMaxBackoff < c.ReconnectMinBackoff {
-		return fmt.Errorf("reconnect_max_backoff: %v is below reconnect_min_backoff %v",
-			c.ReconnectMaxBackoff, c.ReconnectMinBackoff)
-	}
-	if _, err := c.tlsConfig(); err != nil {
+	if _, err := c.TLS.Client(); err != nil {
 		return err
 	}
 	return nil
-}
-
-// tlsConfig builds the client TLS configuration; nil when no TLS setting is given (paho then
-// uses the system defaults for ssl:// brokers).
-func (c *ConnectionConfig) tlsConfig() (*tls.Config, error) {
-	t := c.TLS
-	if t == (TLSConfig{}) {
-		return nil, nil
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // opt-in, documented
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/tls.key_file: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 // clientOptions builds the paho options common to inputs and outputs. Reconnection is driven by
 // turnout (session.run), not by paho, so that the backoff is configurable and an input can
 // force a reconnect to get rejected messages redelivered.
 func (c *ConnectionConfig) clientOptions(clientID string) (*paho.ClientOptions, error) {
-	tc, err := c.tlsConfig()
+	tc, err := c.TLS.Client() // nil when no setting is given: paho uses the system defaults
 	if err != nil {
 		return nil, err
 	}

@@ -16,40 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
-
-// dispatched is one message the input handed to the test dispatcher.
-type dispatched struct {
-	m      *engine.Message
-	settle engine.SettleFunc
-}
-
-// testDispatcher is the engine's side of the contract for one input: it takes every message
-// (no backpressure) and lets the test settle them.
-type testDispatcher struct{ ch chan dispatched }
-
-func newTestDispatcher() *testDispatcher { return &testDispatcher{ch: make(chan dispatched, 10000)} }
-
-func (d *testDispatcher) Dispatch(ctx context.Context, m *engine.Message, settle engine.SettleFunc) error {
-	select {
-	case d.ch <- dispatched{m, settle}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// next waits for the next dispatched message.
-func (d *testDispatcher) next(t testing.TB, within time.Duration) dispatched {
-	t.Helper()
-	select {
-	case x := <-d.ch:
-		return x
-	case <-time.After(within):
-		t.Fatalf("no message dispatched within %v", within)
-		return dispatched{}
-	}
-}
 
 func uniq(t testing.TB) string {
 	var b [4]byte
@@ -76,14 +44,14 @@ func fastConn(url, clientID string) ConnectionConfig {
 
 // startInput builds and starts an input and waits until it is ready; the test's cleanup closes
 // it.
-func startInput(t testing.TB, url, clientID string, topics ...string) (*Input, *testDispatcher, *prometheus.Registry) {
+func startInput(t testing.TB, url, clientID string, topics ...string) (*Input, *testutil.Dispatcher, *prometheus.Registry) {
 	t.Helper()
 	deps, reg := testDeps(t)
 	in, err := newInput("in", InputConfig{ConnectionConfig: fastConn(url, clientID), Topics: topics}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newTestDispatcher()
+	d := testutil.NewDispatcher()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := in.Start(ctx, d); err != nil {
@@ -181,10 +149,10 @@ func dropSession(t testing.TB, url, clientID string) {
 	}
 }
 
-func eventID(t testing.TB, x dispatched) string {
+func eventID(t testing.TB, x testutil.Dispatched) string {
 	t.Helper()
-	if x.m.DecodeErr != nil {
-		t.Fatalf("unexpected decode error: %v", x.m.DecodeErr)
+	if x.M.DecodeErr != nil {
+		t.Fatalf("unexpected decode error: %v", x.M.DecodeErr)
 	}
-	return x.m.Event.ID()
+	return x.M.Event.ID()
 }

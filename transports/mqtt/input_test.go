@@ -15,10 +15,10 @@ import (
 
 // expectIDs reads len(want) dispatched messages and checks their event ids, in order. settle,
 // when not nil, settles each one.
-func expectIDs(t *testing.T, d *testDispatcher, want []string, settle func(i int, x dispatched)) {
+func expectIDs(t *testing.T, d *testutil.Dispatcher, want []string, settle func(i int, x testutil.Dispatched)) {
 	t.Helper()
 	for i, id := range want {
-		x := d.next(t, 10*time.Second)
+		x := d.Next(t, 10*time.Second)
 		if got := eventID(t, x); got != id {
 			t.Fatalf("message %d: got event %q, want %q", i, got, id)
 		}
@@ -44,14 +44,14 @@ func TestInputDispatchAndAck(t *testing.T) {
 	pub := rawClient(t, url)
 
 	publish(t, pub, topic, eventPayload(t, "a"))
-	x := d.next(t, 10*time.Second)
-	if eventID(t, x) != "a" || x.m.Origin != topic {
-		t.Fatalf("dispatched %v from %q", x.m.Event, x.m.Origin)
+	x := d.Next(t, 10*time.Second)
+	if eventID(t, x) != "a" || x.M.Origin != topic {
+		t.Fatalf("testutil.Dispatched %v from %q", x.M.Event, x.M.Origin)
 	}
 	if v := testutil.Metric(t, reg, "turnout_transport_connected", map[string]string{"transport": "mqtt", "name": "in"}); v != 1 {
 		t.Errorf("turnout_transport_connected = %v while connected, want 1", v)
 	}
-	x.settle(nil)
+	x.Settle(nil)
 	if err := in.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestInputDispatchAndAck(t *testing.T) {
 	// The acknowledged message must not come back; a message published meanwhile must.
 	publish(t, pub, topic, eventPayload(t, "marker"))
 	_, d2, _ := startInput(t, url, id, topic)
-	expectIDs(t, d2, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d2, []string{"marker"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 func TestInputRejectRedelivers(t *testing.T) {
@@ -74,25 +74,25 @@ func TestInputRejectRedelivers(t *testing.T) {
 
 	payload := eventPayload(t, "a")
 	publish(t, pub, topic, payload)
-	x := d.next(t, 10*time.Second)
-	x.settle(errors.New("output down"))
+	x := d.Next(t, 10*time.Second)
+	x.Settle(errors.New("output down"))
 
-	again := d.next(t, 10*time.Second)
+	again := d.Next(t, 10*time.Second)
 	if eventID(t, again) != "a" {
-		t.Fatalf("redelivered %v", again.m.Event)
+		t.Fatalf("redelivered %v", again.M.Event)
 	}
-	b, _ := again.m.Event.MarshalJSON()
-	x0, _ := x.m.Event.MarshalJSON()
+	b, _ := again.M.Event.MarshalJSON()
+	x0, _ := x.M.Event.MarshalJSON()
 	if !bytes.Equal(b, x0) {
 		t.Errorf("redelivered event differs:\n%s\n%s", b, x0)
 	}
 	if v := testutil.Metric(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 1 {
 		t.Errorf("turnout_mqtt_redelivered_total = %v, want 1 (DUP=1 on the redelivery)", v)
 	}
-	again.settle(nil)
+	again.Settle(nil)
 
 	publish(t, pub, topic, eventPayload(t, "marker"))
-	expectIDs(t, d, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, []string{"marker"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 // TestInputOrderedAcksAndRejectBurst settles twenty messages in order and rejects three of
@@ -110,21 +110,21 @@ func TestInputOrderedAcksAndRejectBurst(t *testing.T) {
 	for _, e := range all {
 		publish(t, pub, topic, eventPayload(t, e))
 	}
-	var first []dispatched // all twenty are dispatched before any is settled
-	expectIDs(t, d, all, func(_ int, x dispatched) { first = append(first, x) })
+	var first []testutil.Dispatched // all twenty are testutil.Dispatched before any is settled
+	expectIDs(t, d, all, func(_ int, x testutil.Dispatched) { first = append(first, x) })
 	for i, x := range first {
 		if i == 5 || i == 7 || i == 9 {
-			x.settle(fmt.Errorf("reject %d", i))
+			x.Settle(fmt.Errorf("reject %d", i))
 			continue
 		}
-		x.settle(nil)
+		x.Settle(nil)
 	}
-	expectIDs(t, d, all[5:], func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, all[5:], func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 	if v := testutil.Metric(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"}); v != 15 {
 		t.Errorf("turnout_mqtt_redelivered_total = %v, want 15", v)
 	}
 	publish(t, pub, topic, eventPayload(t, "marker"))
-	expectIDs(t, d, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, []string{"marker"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 func TestInputMalformedPayloadIsDispatched(t *testing.T) {
@@ -135,20 +135,20 @@ func TestInputMalformedPayloadIsDispatched(t *testing.T) {
 	pub := rawClient(t, url)
 
 	publish(t, pub, topic, []byte("{not an event"))
-	x := d.next(t, 10*time.Second)
-	if x.m.DecodeErr == nil || x.m.Event != nil {
-		t.Fatalf("want DecodeErr, got event %v", x.m.Event)
+	x := d.Next(t, 10*time.Second)
+	if x.M.DecodeErr == nil || x.M.Event != nil {
+		t.Fatalf("want DecodeErr, got event %v", x.M.Event)
 	}
-	if string(x.m.Raw) != "{not an event" || x.m.Origin != topic {
-		t.Errorf("Raw = %q, Origin = %q", x.m.Raw, x.m.Origin)
+	if string(x.M.Raw) != "{not an event" || x.M.Origin != topic {
+		t.Errorf("Raw = %q, Origin = %q", x.M.Raw, x.M.Origin)
 	}
-	x.settle(nil) // the engine dead-lettered it
+	x.Settle(nil) // the engine dead-lettered it
 	publish(t, pub, topic, eventPayload(t, "marker"))
-	expectIDs(t, d, []string{"marker"}, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, []string{"marker"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 // TestInputReceivesQueuedMessagesAtStart checks that messages queued in the session while
-// turnout was away are dispatched, including those arriving right after CONNACK.
+// turnout was away are testutil.Dispatched, including those arriving right after CONNACK.
 func TestInputReceivesQueuedMessagesAtStart(t *testing.T) {
 	url := mqtttest.Shared(t)
 	topic, id := "turnout-test/"+uniq(t), uniq(t)
@@ -163,7 +163,7 @@ func TestInputReceivesQueuedMessagesAtStart(t *testing.T) {
 		publish(t, pub, topic, eventPayload(t, e))
 	}
 	_, d, _ := startInput(t, url, id, topic)
-	expectIDs(t, d, want, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, want, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 func TestInputConfigErrorsNameTheKey(t *testing.T) {
@@ -214,7 +214,7 @@ func TestInputConfigErrorsNameTheKey(t *testing.T) {
 // limit.
 type gatedDispatcher struct {
 	gate chan struct{}
-	*testDispatcher
+	*testutil.Dispatcher
 }
 
 func (g *gatedDispatcher) Dispatch(ctx context.Context, m *engine.Message, settle engine.SettleFunc) error {
@@ -223,7 +223,7 @@ func (g *gatedDispatcher) Dispatch(ctx context.Context, m *engine.Message, settl
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return g.testDispatcher.Dispatch(ctx, m, settle)
+	return g.Dispatcher.Dispatch(ctx, m, settle)
 }
 
 // TestInputBackpressure holds the engine closed while more messages arrive than the receive
@@ -238,7 +238,7 @@ func TestInputBackpressure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gatedDispatcher{gate: make(chan struct{}), testDispatcher: newTestDispatcher()}
+	g := &gatedDispatcher{gate: make(chan struct{}), Dispatcher: testutil.NewDispatcher()}
 	if err := in.Start(t.Context(), g); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestInputBackpressure(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // let the buffer fill and paho stall
 	close(g.gate)
-	expectIDs(t, g.testDispatcher, want, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, g.Dispatcher, want, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 // TestInputStartsWhileBrokerDown: Start succeeds with the broker down, Ready tells, and the
@@ -270,7 +270,7 @@ func TestInputStartsWhileBrokerDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newTestDispatcher()
+	d := testutil.NewDispatcher()
 	if err := in2.Start(t.Context(), d); err != nil {
 		t.Fatalf("Start with the broker down: %v", err)
 	}
@@ -281,7 +281,7 @@ func TestInputStartsWhileBrokerDown(t *testing.T) {
 	m.Restart()
 	waitFor(t, "input ready after the broker came up", 10*time.Second, in2.Ready)
 	publish(t, rawClient(t, m.URL()), "t/x", eventPayload(t, "late"))
-	expectIDs(t, d, []string{"late"}, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d, []string{"late"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }
 
 // TestInputSettleAfterClose: the engine may settle messages after Close; that must neither
@@ -292,11 +292,11 @@ func TestInputSettleAfterClose(t *testing.T) {
 	t.Cleanup(func() { dropSession(t, url, id) })
 	in, d, _ := startInput(t, url, id, topic)
 	publish(t, rawClient(t, url), topic, eventPayload(t, "x"))
-	x := d.next(t, 10*time.Second)
+	x := d.Next(t, 10*time.Second)
 	if err := in.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	x.settle(nil)
+	x.Settle(nil)
 	_, d2, _ := startInput(t, url, id, topic)
-	expectIDs(t, d2, []string{"x"}, func(_ int, x dispatched) { x.settle(nil) })
+	expectIDs(t, d2, []string{"x"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }

@@ -39,12 +39,12 @@ func TestBrokerOutage(t *testing.T) {
 					t.Fatalf("Send %s: %v", e, err)
 				}
 			}
-			var held []dispatched
-			expectIDs(t, d, before, func(_ int, x dispatched) {
+			var held []testutil.Dispatched
+			expectIDs(t, d, before, func(_ int, x testutil.Dispatched) {
 				if c.holdAcked {
 					held = append(held, x)
 				} else {
-					x.settle(nil)
+					x.Settle(nil)
 				}
 			})
 			if !c.holdAcked {
@@ -65,7 +65,7 @@ func TestBrokerOutage(t *testing.T) {
 			}
 			cancel()
 			for _, x := range held {
-				x.settle(nil) // too late: the connection these arrived on is gone
+				x.Settle(nil) // too late: the connection these arrived on is gone
 			}
 
 			m.Restart()
@@ -89,9 +89,9 @@ func TestBrokerOutage(t *testing.T) {
 				}
 			}
 			for len(want) > 0 {
-				x := d.next(t, 15*time.Second)
+				x := d.Next(t, 15*time.Second)
 				delete(want, eventID(t, x))
-				x.settle(nil)
+				x.Settle(nil)
 			}
 			redelivered := testutil.Metric(t, reg, "turnout_mqtt_redelivered_total", map[string]string{"name": "in"})
 			if c.holdAcked && redelivered < float64(len(before)) {

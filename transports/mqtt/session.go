@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,6 +10,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
+	"github.com/turnout-router/turnout/transports/internal/tmetrics"
 )
 
 // disconnectQuiesce is how long a deliberate disconnect waits for queued packets (PUBACKs) to
@@ -175,7 +177,7 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 			s.generation.Add(1)
 			s.log.Warn("mqtt connect failed", "error", err, "retry_in", backoff)
 			signalFirst()
-			if !sleepCtx(ctx, backoff) {
+			if !reconnect.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, s.cfg.ReconnectMaxBackoff)
@@ -234,7 +236,7 @@ func (s *session) run(ctx context.Context, first chan struct{}) {
 			}
 		}
 		check.Stop()
-		if !sleepCtx(ctx, wait) {
+		if !reconnect.Sleep(ctx, wait) {
 			return
 		}
 	}
@@ -275,59 +277,23 @@ func waitToken(ctx context.Context, tok paho.Token) error {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// registerOrReuse registers c on reg, or returns the collector of the same description that is
-// already registered there (several inputs and outputs share one vector). reg may be nil.
-func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return c, fmt.Errorf("mqtt register metrics: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(C)
-		if !ok {
-			return c, fmt.Errorf("mqtt register metrics: existing collector is a %T", are.ExistingCollector)
-		}
-		return existing, nil
-	}
-	return c, nil
-}
-
 // redeliveredCounter returns the turnout_mqtt_redelivered_total counter of input name.
 func redeliveredCounter(reg prometheus.Registerer, name string) (prometheus.Counter, error) {
-	vec, err := registerOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	vec, err := tmetrics.RegisterOrReuse(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnout_mqtt_redelivered_total",
 		Help: "Messages an MQTT input received with DUP=1: redeliveries after a reconnect.",
 	}, []string{"name"}))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mqtt %w", err)
 	}
 	return vec.WithLabelValues(name), nil
 }
 
-// connectedGauge returns the turnout_transport_connected gauge for this transport, registering
-// the vector on reg or reusing the one already registered (the HTTP transport registers the
-// same vector with transport="http").
+// connectedGauge returns the turnout_transport_connected{transport="mqtt",name} gauge.
 func connectedGauge(reg prometheus.Registerer, name string) (prometheus.Gauge, error) {
-	vec, err := registerOrReuse(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "turnout_transport_connected",
-		Help: "1 while the transport is connected or listening, 0 otherwise.",
-	}, []string{"transport", "name"}))
+	g, err := tmetrics.ConnectedGauge(reg, "mqtt", name)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mqtt %w", err)
 	}
-	return vec.WithLabelValues("mqtt", name), nil
+	return g, nil
 }
