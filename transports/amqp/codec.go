@@ -15,7 +15,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/types"
 
 	"github.com/turnout-router/turnout/engine"
-	"github.com/turnout-router/turnout/transports/internal/ce"
+	"github.com/turnout-router/turnout/internal/ce"
 )
 
 // Application-property prefixes of the binary mode [CE-AMQP §3.1.3.1]: the input reads both, the

@@ -11,7 +11,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 
-	"github.com/turnout-router/turnout/transports/internal/ce"
+	"github.com/turnout-router/turnout/internal/ce"
 )
 
 // wire passes m through its AMQP encoding, as a broker would.

@@ -13,9 +13,9 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/ce"
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
-	"github.com/turnout-router/turnout/transports/internal/ce"
 )
 
 func outputConfig(url, queue, mode string) OutputConfig {

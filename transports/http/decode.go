@@ -19,7 +19,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
-	"github.com/turnout-router/turnout/transports/internal/ce"
+	"github.com/turnout-router/turnout/internal/ce"
 )
 
 // requestError is a request the input refuses before dispatching anything. Status is the HTTP

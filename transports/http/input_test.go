@@ -20,8 +20,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/ce"
 	"github.com/turnout-router/turnout/internal/testutil"
-	"github.com/turnout-router/turnout/transports/internal/ce"
 )
 
 // fakeDispatcher is an engine stand-in. By default it takes every message and settles it on

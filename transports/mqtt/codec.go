@@ -9,7 +9,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/turnout-router/turnout/engine"
-	"github.com/turnout-router/turnout/transports/internal/ce"
+	"github.com/turnout-router/turnout/internal/ce"
 )
 
 // decode turns one MQTT payload into an engine.Message. A payload that is not a valid
