@@ -142,11 +142,11 @@ func (o *Output) Send(ctx context.Context, e *event.Event) error {
 
 // outcome maps a delivery's terminal state to Send's result [AMQP 1.0 §3.4].
 //
-// Rejected is retryable too: RabbitMQ rejects a publication when a queue with
-// overflow=reject-publish is full, or when it cannot take the message for the moment, which
+// Rejected is retryable too: a broker rejects a publication it cannot take for the moment (a
+// queue at its max-length with overflow=reject-publish, amqp:resource-limit-exceeded), which
 // says nothing against the event itself; the engine retries it with backoff and dead-letters it
-// once its attempts are used up. Released and Modified mean the broker did not act on the
-// message at all.
+// once its attempts are used up, so no event is dropped on a broker's word. Released and
+// Modified mean the broker did not act on the message at all.
 func (o *Output) outcome(e *event.Event, state amqp.DeliveryState) error {
 	switch s := state.(type) {
 	case *amqp.StateAccepted:
