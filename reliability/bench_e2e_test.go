@@ -54,10 +54,11 @@ type benchSettings struct {
 
 // benchTuning is turnout's configuration for throughput, recorded in docs/benchmarks.md.
 type benchTuning struct {
-	maxInFlight   int // route max_in_flight (TURNOUT_BENCH_MAX_IN_FLIGHT)
-	credit        int // AMQP input credit (TURNOUT_BENCH_CREDIT)
-	receiveBuffer int // MQTT input receive_buffer (TURNOUT_BENCH_RECEIVE_BUFFER)
-	consumerCred  int // the AMQP consumer's credit
+	maxInFlight   int    // route max_in_flight (TURNOUT_BENCH_MAX_IN_FLIGHT)
+	credit        int    // AMQP input credit (TURNOUT_BENCH_CREDIT)
+	receiveBuffer int    // MQTT input receive_buffer (TURNOUT_BENCH_RECEIVE_BUFFER)
+	consumerCred  int    // the AMQP consumer's credit
+	ruleTimeout   string // rule.timeout, the rule's CPU guard; "" keeps the default (TURNOUT_BENCH_RULE_TIMEOUT)
 }
 
 func benchSettingsFromEnv(t *testing.T) benchSettings {
@@ -74,16 +75,17 @@ func benchSettingsFromEnv(t *testing.T) benchSettings {
 		return n
 	}
 	s := benchSettings{
-		events:    num("TURNOUT_BENCH_EVENTS", 20000),
+		events:    num("TURNOUT_BENCH_EVENTS", 30000),
 		window:    num("TURNOUT_BENCH_WINDOW", 1000),
 		repeat:    num("TURNOUT_BENCH_REPEAT", 1),
 		pipelines: []string{"mqtt-amqp", "amqp-mqtt", "amqp-amqp", "mqtt-mqtt"},
 		variants:  cmp.Or(os.Getenv("TURNOUT_BENCH_VARIANTS"), "abc"),
 		tuning: benchTuning{
-			maxInFlight:   num("TURNOUT_BENCH_MAX_IN_FLIGHT", 2048),
-			credit:        num("TURNOUT_BENCH_CREDIT", 1024),
+			maxInFlight:   num("TURNOUT_BENCH_MAX_IN_FLIGHT", 4096),
+			credit:        num("TURNOUT_BENCH_CREDIT", 4096),
 			receiveBuffer: num("TURNOUT_BENCH_RECEIVE_BUFFER", 4096),
 			consumerCred:  1024,
+			ruleTimeout:   os.Getenv("TURNOUT_BENCH_RULE_TIMEOUT"),
 		},
 	}
 	s.warmup = max(s.events/20, 200)
@@ -207,6 +209,10 @@ func (b *benchBroker) outputYAML(dest string) string {
 
 // benchConfig is the turnout configuration of variants b and c.
 func benchConfig(dir, admin, rule, mode, input, output string, tun benchTuning) string {
+	ruleTimeout := ""
+	if tun.ruleTimeout != "" {
+		ruleTimeout = "\n      timeout: " + tun.ruleTimeout
+	}
 	return fmt.Sprintf(`
 data_dir: %[1]s/data
 admin: { listen: %[2]s }
@@ -224,10 +230,10 @@ routes:
     outputs: [out]
     max_in_flight: %[6]d
     rule:
-      file: %[7]s
+      file: %[7]s%[8]s
       config:
         filters: [{ attribute: type, prefix: "care.alarm.", outputs: [out] }]
-`, dir, admin, strings.TrimSuffix(input, "\n"), strings.TrimSuffix(output, "\n"), mode, tun.maxInFlight, rule)
+`, dir, admin, strings.TrimSuffix(input, "\n"), strings.TrimSuffix(output, "\n"), mode, tun.maxInFlight, rule, ruleTimeout)
 }
 
 // flowResult is what one producer -> consumer run measured.
@@ -293,6 +299,7 @@ type benchRow struct {
 	legs              string        // variant a: both legs' rates
 	usage             *Usage        // variants b and c: turnout's CPU and memory
 	host              float64       // machine CPU busy over the run, % of all cores
+	clients           time.Duration // CPU time of the generators and consumers (this process)
 	ratio             float64       // rate / rate of a (0: not applicable)
 	config            string        // variants b and c: turnout's configuration
 	elapsed           time.Duration // wall time of the whole run
@@ -307,8 +314,8 @@ func TestBenchE2E(t *testing.T) {
 	s := benchSettingsFromEnv(t)
 	rule := writeRule(t, t.TempDir(), "filters/rules/attrroute")
 	turnoutBinary(t) // build before the first measurement
-	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d, %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit %d, mqtt receive_buffer %d, amqp output mode binary, rule attrroute with the default rule.timeout",
-		s.events, benchEventSize, s.warmup, s.window, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer)
+	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d, %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit %d, mqtt receive_buffer %d, rule.timeout %s",
+		s.events, benchEventSize, s.warmup, s.window, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"))
 
 	var rows []benchRow
 	for _, p := range s.pipelines {
@@ -336,10 +343,14 @@ func TestBenchE2E(t *testing.T) {
 					t.Logf("%s %s run %d: %.0f events/s, p50 %v p99 %v, received %d/%d (dups %d) %s in %v",
 						name, r.variant, i+1, r.flow.rate, r.flow.p50, r.flow.p99, r.flow.received, r.flow.sent, r.flow.dups, r.legs, r.elapsed.Round(time.Millisecond))
 					if r.usage != nil {
-						t.Logf("  turnout %s, host busy %.0f%%", r.usage, r.host)
+						t.Logf("  turnout %s", r.usage)
 					}
+					t.Logf("  host busy %.0f%%, generators and consumers %v CPU", r.host, r.clients.Round(10*time.Millisecond))
 					runs[string(v)] = append(runs[string(v)], r)
 				}
+			}
+			if rs := runs["b"]; len(rs) > 0 {
+				t.Logf("turnout configuration (%s, at-least-once):\n%s", name, rs[0].config)
 			}
 			var a float64
 			for _, v := range s.variants {
@@ -358,15 +369,9 @@ func TestBenchE2E(t *testing.T) {
 	}
 	// The table goes to standard output as it is, to be pasted into docs/benchmarks.md.
 	fmt.Printf("\nend-to-end benchmark: %d events of %d bytes per run, producer window %d, median of %d run(s); %d CPUs, %s\n"+
-		"turnout: max_in_flight %d, amqp input credit %d, mqtt input receive_buffer %d\n\n%s\n",
+		"turnout: max_in_flight %d, amqp input credit %d, mqtt input receive_buffer %d, rule.timeout %s\n\n%s\n",
 		s.events, benchEventSize, s.window, s.repeat, runtime.NumCPU(), runtime.Version(),
-		s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, benchTable(rows))
-	for _, r := range rows {
-		if r.config != "" {
-			t.Logf("turnout configuration (%s, %s):\n%s", r.pipeline, r.variant, r.config)
-			break
-		}
-	}
+		s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"), benchTable(rows))
 }
 
 // median returns the run with the median rate.
@@ -375,26 +380,39 @@ func median(rs []benchRow) benchRow {
 	return rs[len(rs)/2]
 }
 
-// hostMeter measures how busy the machine was over a run.
-type hostMeter struct{ start HostCPU }
-
-func startHostMeter(t *testing.T) hostMeter {
-	t.Helper()
-	h, err := ReadHostCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hostMeter{h}
+// machineMeter measures how busy the machine was over a run, and how much CPU this process (the
+// generators and consumers) used.
+type machineMeter struct {
+	host HostCPU
+	self ProcStat
 }
 
-// busy is the machine's CPU busy since the start, in percent of all cores.
-func (m hostMeter) busy(t *testing.T) float64 {
+func startMachineMeter(t *testing.T) machineMeter {
 	t.Helper()
 	h, err := ReadHostCPU()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.BusyPercentSince(m.start)
+	self, err := ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return machineMeter{h, self}
+}
+
+// stop returns the machine's CPU busy since the start, in percent of all cores, and this
+// process's CPU time.
+func (m machineMeter) stop(t *testing.T) (busy float64, self time.Duration) {
+	t.Helper()
+	h, err := ReadHostCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.BusyPercentSince(m.host), st.CPU - m.self.CPU
 }
 
 // benchBrokersAlone runs variant a: both legs at the same time, each producer -> broker ->
@@ -429,9 +447,10 @@ func benchBrokersAlone(t *testing.T, s benchSettings, in, out *benchBroker, i in
 		}
 	}
 	both("w", s.warmup)
-	host := startHostMeter(t)
+	meter := startMachineMeter(t)
 	both("m", s.events)
-	r := benchRow{variant: "a brokers alone", host: host.busy(t), elapsed: time.Since(start)}
+	r := benchRow{variant: "a brokers alone", elapsed: time.Since(start)}
+	r.host, r.clients = meter.stop(t)
 	r.flow = legs[0].res
 	if legs[1].res.rate < r.flow.rate {
 		r.flow = legs[1].res
@@ -460,29 +479,41 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	if _, err := runFlow(p, c, id+"-w", s.warmup, s.window); err != nil {
 		t.Fatal(err)
 	}
-	host := startHostMeter(t)
+	const ackLatency = "turnout_ack_latency_seconds" // Dispatch to settlement of each input message
+	ackSum, ackCount := scrape(t, admin, ackLatency+"_sum"), scrape(t, admin, ackLatency+"_count")
+	meter := startMachineMeter(t)
 	sampler, err := StartSampler(tr.cmd.Process.Pid, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res, err := runFlow(p, c, id+"-m", s.events, s.window)
 	u := sampler.Stop()
+	busy, clients := meter.stop(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.Err != nil {
 		t.Fatalf("turnout exited during the run: %v", u.Err)
 	}
+	// Little's law: the messages turnout held on average are its rate times how long it held
+	// each. Close to the configured bound, the bound limits the rate.
+	if n := scrape(t, admin, ackLatency+"_count") - ackCount; n > 0 {
+		held := time.Duration((scrape(t, admin, ackLatency+"_sum") - ackSum) / n * float64(time.Second))
+		t.Logf("  turnout %s: held each input message %v on average, so %.0f in flight on average (bound: max_in_flight %d%s)",
+			mode, held.Round(100*time.Microsecond), res.rate*held.Seconds(), s.tuning.maxInFlight,
+			map[string]string{"amqp": fmt.Sprintf(", credit %d", s.tuning.credit)}[in.kind])
+	}
 	variant := "b at-least-once"
 	if mode == "best-effort" {
 		variant = "c best-effort"
 	}
-	return benchRow{variant: variant, flow: res, usage: &u, host: host.busy(t), config: strings.TrimLeft(cfg, "\n"), elapsed: time.Since(start)}
+	return benchRow{variant: variant, flow: res, usage: &u, host: busy, clients: clients,
+		config: strings.TrimLeft(cfg, "\n"), elapsed: time.Since(start)}
 }
 
 // benchTable formats rows as a Markdown table with aligned columns.
 func benchTable(rows []benchRow) string {
-	cells := [][]string{{"pipeline", "variant", "events/s", "p50", "p99", "turnout CPU s / 10k events", "turnout CPU", "turnout peak RSS", "host CPU busy", "b/a"}}
+	cells := [][]string{{"pipeline", "variant", "events/s", "p50", "p99", "turnout CPU s / 10k events", "turnout CPU (% of a core)", "turnout peak RSS", "host CPU busy", "b/a"}}
 	for _, r := range rows {
 		cpu, pct, rss, ratio := "-", "-", "-", "-"
 		if u := r.usage; u != nil && r.flow.received > 0 {
