@@ -202,6 +202,11 @@ func (in *Input) run(ctx context.Context, d engine.Dispatcher, first chan struct
 		in.log.Info("amqp input connected", "address", in.cfg.Address)
 		signalFirst()
 		err = in.receive(ctx, l, d)
+		if errors.Is(err, engine.ErrClosed) {
+			// The engine is shutting down and Close follows: keep the link, so that the
+			// settlements of the deliveries it still drains reach the broker.
+			<-ctx.Done()
+		}
 		in.setReady(false)
 		if ctx.Err() != nil {
 			return // Close ends the link, after the settle goroutine is done with it

@@ -216,3 +216,48 @@ func TestInputCloseDeadline(t *testing.T) {
 	_, d2, _ := startInput(t, inputConfig(url, q))
 	expectOnly(t, d2, "a")
 }
+
+// closedDispatcher is an engine that has stopped taking input.
+type closedDispatcher struct{ calls chan struct{} }
+
+func (c closedDispatcher) Dispatch(context.Context, *engine.Message, engine.SettleFunc) error {
+	select {
+	case c.calls <- struct{}{}:
+	default:
+	}
+	return engine.ErrClosed
+}
+
+// TestInputEngineClosed hands a delivery to an engine that is shutting down: the input gives it
+// back to the broker and waits for Close, attached, instead of reconnecting in a loop.
+func TestInputEngineClosed(t *testing.T) {
+	n := amqptest.Shared(t)
+	url := n.URL()
+	q := amqptest.QueueName(t, "in-")
+	deleteQueue(t, n, q)
+	deps, _ := testDeps()
+	in, err := newInput("in", inputConfig(url, q), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := closedDispatcher{calls: make(chan struct{}, 1)}
+	if err := in.Start(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "input attached", in.Ready)
+	rawSend(t, rawSession(t, url), "/queue/"+q, binaryMessage(t, "a"))
+	select {
+	case <-c.calls:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Dispatch")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !in.Ready() {
+		t.Error("input detached after the engine closed; it should wait for Close")
+	}
+	if err := in.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_, d, _ := startInput(t, inputConfig(url, q))
+	expectOnly(t, d, "a")
+}

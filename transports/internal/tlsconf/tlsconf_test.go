@@ -1,41 +1,18 @@
 package tlsconf
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-)
 
-// writePair writes a self-signed certificate and its key to dir.
-func writePair(t *testing.T, dir string) (cert, key string) {
-	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "client"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, _ := x509.MarshalECPrivateKey(k)
-	cert, key = filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	_ = os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
-	return cert, key
-}
+	"github.com/turnout-router/turnout/internal/testutil"
+)
 
 func TestClient(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writePair(t, dir)
+	_, cert, key := testutil.WriteCerts(t, dir, "client")
 	notPEM := filepath.Join(dir, "x.txt")
 	_ = os.WriteFile(notPEM, []byte("hello"), 0o600)
 	cases := []struct {
