@@ -11,9 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/go-amqp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/turnout-router/turnout/internal/rulebuild"
+	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
 // exampleTree copies examples/NAME and the stock rules it refers to into a temporary tree
@@ -185,5 +189,127 @@ func TestQuickstart(t *testing.T) {
 	case m := <-got:
 		t.Fatalf("unexpected message on %s: %s", m.Topic(), fmt.Sprint(string(m.Payload())))
 	default:
+	}
+}
+
+// TestCareBridge runs examples/care-bridge against the shared mosquitto and RabbitMQ: a device's
+// alarm reaches the alarm centre's queue in AMQP binary mode, its heartbeat the telemetry queue
+// in structured mode, and a command sent to the commands queue reaches the device's MQTT topic.
+func TestCareBridge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the stock Wasm rules with the Go toolchain; run without -short")
+	}
+	mqttURL := mqtttest.Shared(t)
+	rabbit := amqptest.Shared(t)
+	adminAddr := testutil.FreeAddr(t)
+	t.Setenv("TURNOUT_DATA_DIR", t.TempDir())
+	t.Setenv("TURNOUT_ADMIN", adminAddr)
+	t.Setenv("MQTT_URL", mqttURL)
+	t.Setenv("AMQP_URL", rabbit.URL())
+	path := exampleTree(t, "care-bridge")
+	r := startRun(t, path, adminAddr)
+	defer func() {
+		if code := r.stop(t); code != 0 {
+			t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, rabbit.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close() // not the links: RabbitMQ 3.x never answers their detach
+	receiver := func(addr string) *amqp.Receiver {
+		s, err := conn.NewSession(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same terminus durability as turnout's, or RabbitMQ refuses the second declaration.
+		rcv, err := s.NewReceiver(ctx, addr, &amqp.ReceiverOptions{Credit: 100, SourceDurability: amqp.DurabilityConfiguration})
+		if err != nil {
+			t.Fatalf("attach %s: %v", addr, err)
+		}
+		return rcv
+	}
+	alarms, telemetry := receiver("/queue/care-alarms"), receiver("/queue/care-telemetry")
+	// next returns the first message on rcv whose event id is id, accepting (and so removing)
+	// any message an earlier run left behind.
+	next := func(rcv *amqp.Receiver, id string) *amqp.Message {
+		t.Helper()
+		for {
+			m, err := rcv.Receive(ctx, nil)
+			if err != nil {
+				t.Fatalf("waiting on %s for event %s: %v", rcv.Address(), id, err)
+			}
+			if err := rcv.AcceptMessage(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := m.ApplicationProperties["cloudEvents_id"].(string)
+			if got == "" {
+				var ev struct{ ID string }
+				_ = json.Unmarshal(m.GetData(), &ev)
+				got = ev.ID
+			}
+			if got == id {
+				return m
+			}
+		}
+	}
+
+	run := fmt.Sprint(time.Now().UnixNano())
+	device := mqttClient(t, mqttURL, "care-bridge-device-"+run)
+	for _, ev := range []struct{ id, typ string }{{"alarm-" + run, "care.alarm.fall"}, {"beat-" + run, "care.heartbeat"}} {
+		payload := fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/devices/pendant-17","type":%q,"datacontenttype":"application/json","data":{"battery":87}}`, ev.id, ev.typ)
+		if tok := device.Publish("devices/pendant-17/events", 1, false, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", ev.id, tok.Error())
+		}
+	}
+	alarm := next(alarms, "alarm-"+run)
+	if typ := alarm.ApplicationProperties["cloudEvents_type"]; typ != "care.alarm.fall" {
+		t.Errorf("alarm in binary mode: cloudEvents_type = %v, want care.alarm.fall", typ)
+	}
+	if ct := alarm.Properties.ContentType; ct == nil || *ct != "application/json" {
+		t.Errorf("alarm content-type = %v, want the event's datacontenttype application/json", ct)
+	}
+	beat := next(telemetry, "beat-"+run)
+	if ct := beat.Properties.ContentType; ct == nil || !strings.HasPrefix(*ct, "application/cloudevents+json") {
+		t.Errorf("heartbeat content-type = %v, want structured mode", ct)
+	}
+
+	// A command from the centre, in binary mode, to the device named by its subject.
+	got := make(chan paho.Message, 1)
+	if tok := device.Subscribe("devices/pendant-17/commands", 1, func(_ paho.Client, m paho.Message) { got <- m }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	s, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd, err := s.NewSender(ctx, "/queue/care-commands", &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdID := "cmd-" + run
+	ct := "application/json"
+	err = snd.Send(ctx, &amqp.Message{
+		Header:     &amqp.MessageHeader{Durable: true},
+		Properties: &amqp.MessageProperties{ContentType: &ct},
+		ApplicationProperties: map[string]any{"cloudEvents_specversion": "1.0", "cloudEvents_id": cmdID,
+			"cloudEvents_source": "/centre", "cloudEvents_type": "care.command.call-back", "cloudEvents_subject": "pendant-17"},
+		Data: [][]byte{[]byte(`{"call":"+4930123"}`)},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		var ev map[string]any
+		if err := json.Unmarshal(m.Payload(), &ev); err != nil || ev["id"] != cmdID || ev["subject"] != "pendant-17" {
+			t.Fatalf("command on %s = %s (%v), want event %s", m.Topic(), m.Payload(), err, cmdID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("command %s did not reach devices/pendant-17/commands", cmdID)
 	}
 }
