@@ -48,10 +48,10 @@ type plan struct {
 var (
 	shortPlan = plan{
 		name:       "short",
-		killEvents: 4000, rate: 4000, maxKills: 3, killOutage: 500 * time.Millisecond,
+		killEvents: 6000, rate: 2000, maxKills: 3, killOutage: 300 * time.Millisecond,
 		killEvery:    []time.Duration{250 * time.Millisecond, 500 * time.Millisecond},
-		refuseEvents: 2000, refuseSize: 1024, outage: 2 * time.Second, queueMax: 100,
-		rssBound:      256 << 20,
+		refuseEvents: 2000, refuseSize: 1024, outage: 2 * time.Second, queueMax: 500,
+		rssBound:      128 << 20,
 		restartEvents: 1500, restarts: 1, down: time.Second,
 		settle: 90 * time.Second,
 	}
@@ -60,8 +60,8 @@ var (
 		killEvents: 40000, rate: 3000, maxKills: 40, killOutage: 2 * time.Second,
 		killEvery: []time.Duration{2 * time.Second, 400 * time.Millisecond, 3 * time.Second,
 			time.Second, 250 * time.Millisecond},
-		refuseEvents: 20000, refuseSize: 4096, outage: 15 * time.Second, queueMax: 1000,
-		rssBound:      256 << 20,
+		refuseEvents: 20000, refuseSize: 8192, outage: 15 * time.Second, queueMax: 1000,
+		rssBound:      128 << 20,
 		restartEvents: 20000, restarts: 3, down: 3 * time.Second,
 		settle: 5 * time.Minute,
 	}
@@ -79,7 +79,7 @@ type pair struct{ in, out endpoint }
 
 func (p pair) String() string { return string(p.in) + "->" + string(p.out) }
 
-var pairs = []pair{{mqttEnd, mqttEnd}}
+var pairs = []pair{{mqttEnd, amqpEnd}, {amqpEnd, mqttEnd}, {amqpEnd, amqpEnd}, {mqttEnd, mqttEnd}}
 
 const (
 	atLeastOnce = "at-least-once"
@@ -194,7 +194,6 @@ type setup struct {
 	mqttOut  *mqtttest.Mosquitto // output broker of an MQTT output
 	amqpOut  *amqptest.Node      // output node of an AMQP output
 	outQueue string              // output queue of an AMQP output
-	limited  bool                // outQueue has its max-length policy
 }
 
 func (m *matrix) setup(t *testing.T, p pair, mode string) *setup {
@@ -413,6 +412,7 @@ func (s *setup) settle(start time.Time, seqs []int, pl plan) Report {
 // of events it is retrying: redelivered in at-least-once mode, lost in best-effort mode, which
 // acknowledged them on receipt.
 func killScenario(s *setup, pl plan) row {
+	s.limit(pl)
 	start := time.Now()
 	f := s.startFlow(0, pl.killEvents, 300, pl.rate, time.Now().Add(pl.settle))
 	kills, outages := 0, 0
@@ -423,9 +423,11 @@ func killScenario(s *setup, pl plan) row {
 		}
 		var restore func()
 		if kills%3 == 1 {
-			restore = s.refuse(pl)
+			restore = s.refuse()
+			if s.waitRefused(15 * time.Second) {
+				outages++
+			}
 			time.Sleep(pl.killOutage)
-			outages++
 		}
 		s.waitBusy(time.Second)
 		s.turnout.kill()
@@ -440,58 +442,74 @@ func killScenario(s *setup, pl plan) row {
 	return row{scenario: fmt.Sprintf("kill -9 x%d (%d in outage)", kills, outages), rep: rep}
 }
 
+// limit gives an AMQP output's queue a max-length with reject-publish (policy), so that it
+// refuses once its consumer pauses (refuse). It does nothing for an MQTT output.
+func (s *setup) limit(pl plan) {
+	if s.pair.out == amqpEnd {
+		s.amqpOut.SetPolicy("limit-"+s.outQueue, "^"+s.outQueue+"$",
+			fmt.Sprintf(`{"max-length":%d,"overflow":"reject-publish"}`, pl.queueMax))
+	}
+}
+
 // refuse makes the output refuse until the returned function is called: an MQTT output's
-// broker stops (SIGTERM, see restartScenario); an AMQP output's queue gets a max-length with
-// reject-publish and its consumer pauses, so that the queue fills and RabbitMQ refuses more.
-func (s *setup) refuse(pl plan) (restore func()) {
+// broker stops (SIGTERM, see restartScenario); an AMQP output's consumer pauses, so that its
+// queue fills up to the max-length limit set and RabbitMQ refuses more.
+func (s *setup) refuse() (restore func()) {
 	if s.pair.out == mqttEnd {
 		s.mqttOut.Stop()
 		return s.mqttOut.Restart
-	}
-	if !s.limited {
-		s.amqpOut.SetPolicy("limit-"+s.outQueue, "^"+s.outQueue+"$",
-			fmt.Sprintf(`{"max-length":%d,"overflow":"reject-publish"}`, pl.queueMax))
-		s.limited = true
 	}
 	c := s.consumer.(*AMQPConsumer)
 	c.Pause()
 	return c.Resume
 }
 
+// waitRefused waits, up to limit, until turnout counts a failed delivery, and reports whether
+// it did: the output refuses, and turnout holds the events it retries.
+func (s *setup) waitRefused(limit time.Duration) bool {
+	base := scrape(s.t, s.admin, "turnout_delivery_failures_total")
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if scrape(s.t, s.admin, "turnout_delivery_failures_total") > base {
+			return true
+		}
+	}
+	return false
+}
+
 // refuseScenario (2): a first part of the events goes through, then the output refuses while
-// the generator publishes the rest as fast as it can, for at least the plan's outage; then the
-// output recovers. turnout must hold no more than its in-flight bound: the backlog waits in the
-// input broker, and turnout's peak RSS stays below the plan's bound.
+// the generator publishes the rest as fast as it can; the output recovers once it has refused
+// for the plan's outage and the generator is done. turnout must hold no more than its in-flight
+// bound: the backlog waits in the input broker, and turnout's peak RSS stays below the plan's
+// bound.
 func refuseScenario(s *setup, pl plan) row {
 	t := s.t
+	s.limit(pl)
 	start := time.Now()
 	warm := pl.refuseEvents / 10
 	first := s.startFlow(0, warm, pl.refuseSize, 0, time.Now().Add(pl.settle)).wait(t, warm)
 	if rep := s.consumer.WaitFor(s.run, first, pl.settle); rep.Missing != 0 {
 		t.Fatalf("before the outage: %s", rep)
 	}
-	restore := s.refuse(pl)
-	cut := time.Now()
-	rest := s.startFlow(warm, pl.refuseEvents, pl.refuseSize, 0, time.Now().Add(pl.settle)).
-		wait(t, pl.refuseEvents-warm)
-	time.Sleep(time.Until(cut.Add(pl.outage)))
-	retries := scrape(t, s.admin, "turnout_delivery_retries_total")
-	outage := time.Since(cut)
+	restore := s.refuse()
+	f := s.startFlow(warm, pl.refuseEvents, pl.refuseSize, 0, time.Now().Add(pl.settle))
+	if !s.waitRefused(30 * time.Second) {
+		t.Errorf("the output did not refuse within 30s: turnout counted no failed delivery")
+	}
+	refused := time.Now()
+	rest := f.wait(t, pl.refuseEvents-warm)
+	time.Sleep(time.Until(refused.Add(pl.outage)))
+	outage := time.Since(refused)
 	restore()
 	rep := s.settle(start, append(first, rest...), pl)
-	if retries == 0 {
-		t.Errorf("turnout never retried during the outage: the output did not refuse")
-	}
-	peak := s.turnout.peakRSS()
-	if peak > pl.rssBound {
+	rep.PeakRSS = s.turnout.peakRSS()
+	if rep.PeakRSS > pl.rssBound {
 		t.Errorf("turnout's peak RSS %s above %s while %d events of %d bytes waited",
-			mib(peak), mib(pl.rssBound), pl.refuseEvents-warm, pl.refuseSize)
+			mib(rep.PeakRSS), mib(pl.rssBound), pl.refuseEvents-warm, pl.refuseSize)
 	}
 	label := "output down"
 	if s.pair.out == amqpEnd {
 		label = "queue full"
 	}
-	rep.PeakRSS = peak
 	return row{scenario: fmt.Sprintf("%s %s", label, outage.Round(time.Second)), rep: rep}
 }
 
