@@ -3,6 +3,7 @@ package reliability
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -113,16 +114,37 @@ type benchBroker struct {
 	kind string // "mqtt" or "amqp"
 	mqtt *mqtttest.Mosquitto
 	amqp *amqptest.Node
+	pid  int // the broker's process, for its CPU time (0: unknown)
 }
 
 func newBenchBroker(t *testing.T, kind string) *benchBroker {
 	t.Helper()
+	b := &benchBroker{kind: kind}
+	addr := amqptest.SharedAddr
 	if kind == "mqtt" {
 		// Save the persistence file every 30 minutes, as a stock mosquitto does, not after
 		// every change as restart tests need: the benchmark measures the broker's forwarding.
-		return &benchBroker{kind: kind, mqtt: mqtttest.StartWithConfig(t, "autosave_on_changes false", "autosave_interval 1800")}
+		b.mqtt = mqtttest.StartWithConfig(t, "autosave_on_changes false", "autosave_interval 1800")
+		addr = b.mqtt.Addr()
+	} else {
+		b.amqp = amqptest.Shared(t)
 	}
-	return &benchBroker{kind: kind, amqp: amqptest.Shared(t)}
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	if pid, err := ListenerPID(n); err == nil {
+		b.pid = pid
+	} else {
+		t.Logf("the broker's CPU time will not be shown: %v", err)
+	}
+	return b
+}
+
+// proc names the broker's process for a cpuMeter; side is "in" or "out".
+func (b *benchBroker) proc(side string) benchProc {
+	if b.kind == "mqtt" {
+		return benchProc{"mosquitto " + side, b.pid}
+	}
+	return benchProc{"RabbitMQ (shared)", b.pid}
 }
 
 // dest names a fresh destination on the broker: an MQTT topic prefix or an AMQP queue name.
@@ -298,8 +320,7 @@ type benchRow struct {
 	flow              flowResult
 	legs              string        // variant a: both legs' rates
 	usage             *Usage        // variants b and c: turnout's CPU and memory
-	host              float64       // machine CPU busy over the run, % of all cores
-	clients           time.Duration // CPU time of the generators and consumers (this process)
+	cpu               cpuSplit      // where the machine's CPU went during the run
 	ratio             float64       // rate / rate of a (0: not applicable)
 	config            string        // variants b and c: turnout's configuration
 	elapsed           time.Duration // wall time of the whole run
@@ -345,7 +366,7 @@ func TestBenchE2E(t *testing.T) {
 					if r.usage != nil {
 						t.Logf("  turnout %s", r.usage)
 					}
-					t.Logf("  host busy %.0f%%, generators and consumers %v CPU", r.host, r.clients.Round(10*time.Millisecond))
+					t.Logf("  %s", r.cpu)
 					runs[string(v)] = append(runs[string(v)], r)
 				}
 			}
@@ -367,11 +388,12 @@ func TestBenchE2E(t *testing.T) {
 	if len(rows) == 0 {
 		return
 	}
-	// The table goes to standard output as it is, to be pasted into docs/benchmarks.md.
+	// The tables go to standard output as they are, to be pasted into docs/benchmarks.md.
 	fmt.Printf("\nend-to-end benchmark: %d events of %d bytes per run, producer window %d, median of %d run(s); %d CPUs, %s\n"+
 		"turnout: max_in_flight %d, amqp input credit %d, mqtt input receive_buffer %d, rule.timeout %s\n\n%s\n",
 		s.events, benchEventSize, s.window, s.repeat, runtime.NumCPU(), runtime.Version(),
 		s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"), benchTable(rows))
+	fmt.Printf("CPU time per 10,000 events, by process:\n\n%s\n", cpuTable(rows))
 }
 
 // median returns the run with the median rate.
@@ -380,39 +402,90 @@ func median(rs []benchRow) benchRow {
 	return rs[len(rs)/2]
 }
 
-// machineMeter measures how busy the machine was over a run, and how much CPU this process (the
-// generators and consumers) used.
-type machineMeter struct {
-	host HostCPU
-	self ProcStat
+// cpuMeter measures where the machine's CPU went during a run: the CPU time of each process
+// taking part (turnout, the brokers, this process with the generators and consumers) and of the
+// whole machine, so that what is left is other load.
+type cpuMeter struct {
+	procs []benchProc
+	start []time.Duration
+	host  HostCPU
+	at    time.Time
 }
 
-func startMachineMeter(t *testing.T) machineMeter {
+// benchProc is one process whose CPU a run accounts for.
+type benchProc struct {
+	name string
+	pid  int
+}
+
+func startCPUMeter(t *testing.T, procs ...benchProc) *cpuMeter {
+	t.Helper()
+	m := &cpuMeter{at: time.Now()}
+	seen := map[int]bool{}
+	for _, p := range append([]benchProc{{"generators and consumers", os.Getpid()}}, procs...) {
+		if p.pid == 0 || seen[p.pid] {
+			continue
+		}
+		seen[p.pid] = true
+		st, err := ReadProcStat(p.pid)
+		if err != nil {
+			continue
+		}
+		m.procs, m.start = append(m.procs, p), append(m.start, st.CPU)
+	}
+	var err error
+	if m.host, err = ReadHostCPU(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// cpuSplit is what a cpuMeter measured.
+type cpuSplit struct {
+	names    []string
+	cpu      []time.Duration
+	busy     float64       // machine busy, % of all cores
+	busyTime time.Duration // machine busy, CPU time summed over cores
+	wall     time.Duration
+}
+
+func (m *cpuMeter) stop(t *testing.T) cpuSplit {
 	t.Helper()
 	h, err := ReadHostCPU()
 	if err != nil {
 		t.Fatal(err)
 	}
-	self, err := ReadProcStat(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
+	c := cpuSplit{busy: h.BusyPercentSince(m.host), busyTime: h.Busy - m.host.Busy, wall: time.Since(m.at)}
+	for i, p := range m.procs {
+		if st, err := ReadProcStat(p.pid); err == nil {
+			c.names, c.cpu = append(c.names, p.name), append(c.cpu, st.CPU-m.start[i])
+		}
 	}
-	return machineMeter{h, self}
+	return c
 }
 
-// stop returns the machine's CPU busy since the start, in percent of all cores, and this
-// process's CPU time.
-func (m machineMeter) stop(t *testing.T) (busy float64, self time.Duration) {
-	t.Helper()
-	h, err := ReadHostCPU()
-	if err != nil {
-		t.Fatal(err)
+// of sums the CPU time of the processes whose name starts with prefix.
+func (c cpuSplit) of(prefix string) time.Duration {
+	var d time.Duration
+	for i, n := range c.names {
+		if strings.HasPrefix(n, prefix) {
+			d += c.cpu[i]
+		}
 	}
-	st, err := ReadProcStat(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
+	return d
+}
+
+// String reads "machine 97% busy over 3.1s on 2 cores: turnout 1.40s, mosquitto 0.62s, ...".
+func (c cpuSplit) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "machine %.0f%% busy over %v on %d cores:", c.busy, c.wall.Round(10*time.Millisecond), runtime.NumCPU())
+	rest := c.busyTime
+	for i, n := range c.names {
+		fmt.Fprintf(&b, " %s %.2fs,", n, c.cpu[i].Seconds())
+		rest -= c.cpu[i]
 	}
-	return h.BusyPercentSince(m.host), st.CPU - m.self.CPU
+	fmt.Fprintf(&b, " everything else %.2fs", max(rest, 0).Seconds())
+	return b.String()
 }
 
 // benchBrokersAlone runs variant a: both legs at the same time, each producer -> broker ->
@@ -447,10 +520,9 @@ func benchBrokersAlone(t *testing.T, s benchSettings, in, out *benchBroker, i in
 		}
 	}
 	both("w", s.warmup)
-	meter := startMachineMeter(t)
+	meter := startCPUMeter(t, in.proc("in"), out.proc("out"))
 	both("m", s.events)
-	r := benchRow{variant: "a brokers alone", elapsed: time.Since(start)}
-	r.host, r.clients = meter.stop(t)
+	r := benchRow{variant: "a brokers alone", cpu: meter.stop(t), elapsed: time.Since(start)}
 	r.flow = legs[0].res
 	if legs[1].res.rate < r.flow.rate {
 		r.flow = legs[1].res
@@ -481,14 +553,14 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	}
 	const ackLatency = "turnout_ack_latency_seconds" // Dispatch to settlement of each input message
 	ackSum, ackCount := scrape(t, admin, ackLatency+"_sum"), scrape(t, admin, ackLatency+"_count")
-	meter := startMachineMeter(t)
+	meter := startCPUMeter(t, benchProc{"turnout", tr.cmd.Process.Pid}, in.proc("in"), out.proc("out"))
 	sampler, err := StartSampler(tr.cmd.Process.Pid, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res, err := runFlow(p, c, id+"-m", s.events, s.window)
 	u := sampler.Stop()
-	busy, clients := meter.stop(t)
+	split := meter.stop(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +579,7 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	if mode == "best-effort" {
 		variant = "c best-effort"
 	}
-	return benchRow{variant: variant, flow: res, usage: &u, host: busy, clients: clients,
+	return benchRow{variant: variant, flow: res, usage: &u, cpu: split,
 		config: strings.TrimLeft(cfg, "\n"), elapsed: time.Since(start)}
 }
 
@@ -532,8 +604,37 @@ func benchTable(rows []benchRow) string {
 			rate += " " + r.legs
 		}
 		cells = append(cells, []string{r.pipeline, r.variant, rate, fmtLatency(r.flow.p50), fmtLatency(r.flow.p99),
-			cpu, pct, rss, fmt.Sprintf("%.0f%%", r.host), ratio})
+			cpu, pct, rss, fmt.Sprintf("%.0f%%", r.cpu.busy), ratio})
 	}
+	return markdownTable(cells)
+}
+
+// cpuTable formats where the machine's CPU went in each run, per 10,000 events through the
+// pipeline: turnout, the brokers, this process (generators and consumers), and everything else
+// (other load on the machine, the kernel's share not charged to a process).
+func cpuTable(rows []benchRow) string {
+	cells := [][]string{{"pipeline", "variant", "turnout", "mosquitto", "RabbitMQ", "generators + consumers", "everything else", "machine busy"}}
+	for _, r := range rows {
+		if r.flow.received == 0 {
+			continue
+		}
+		per := func(d time.Duration) string {
+			return fmt.Sprintf("%.2f s", d.Seconds()*10000/float64(r.flow.received))
+		}
+		c := r.cpu
+		known := c.of("turnout") + c.of("mosquitto") + c.of("RabbitMQ") + c.of("generators")
+		turnout := "-"
+		if r.usage != nil {
+			turnout = per(c.of("turnout"))
+		}
+		cells = append(cells, []string{r.pipeline, r.variant, turnout, per(c.of("mosquitto")), per(c.of("RabbitMQ")),
+			per(c.of("generators")), per(max(c.busyTime-known, 0)), fmt.Sprintf("%.0f%%", c.busy)})
+	}
+	return markdownTable(cells)
+}
+
+// markdownTable aligns cells (the first row is the header) into a Markdown table.
+func markdownTable(cells [][]string) string {
 	width := make([]int, len(cells[0]))
 	for _, row := range cells {
 		for i, c := range row {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -275,4 +276,59 @@ func parseHostCPU(b []byte) (HostCPU, error) {
 		}
 	}
 	return h, nil
+}
+
+// ListenerPID returns the pid of the process that holds a TCP socket listening on port, IPv4
+// or IPv6: the socket's inode from /proc/net/tcp{,6}, then the process whose file descriptors
+// include it. Reading other users' descriptors needs root or the same user.
+func ListenerPID(port int) (int, error) {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, ino := range parseListenInodes(b, port) {
+			inodes[ino] = true
+		}
+	}
+	if len(inodes) == 0 {
+		return 0, fmt.Errorf("procstat: no socket listening on port %d", port)
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("procstat: %w", err)
+	}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if err == nil && strings.HasPrefix(link, "socket:[") && inodes[strings.TrimSuffix(link[len("socket:["):], "]")] {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("procstat: the process listening on port %d is not readable", port)
+}
+
+// parseListenInodes returns the inodes of the sockets in LISTEN state (st 0A) on port, from
+// the text of /proc/net/tcp or tcp6: "sl local_address rem_address st ... uid timeout inode".
+func parseListenInodes(b []byte, port int) []string {
+	var out []string
+	suffix := fmt.Sprintf(":%04X", port)
+	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
+		f := bytes.Fields(line)
+		if len(f) < 10 || string(f[3]) != "0A" || !bytes.HasSuffix(f[1], []byte(suffix)) {
+			continue
+		}
+		out = append(out, string(f[9]))
+	}
+	return out
 }

@@ -1,9 +1,11 @@
 package reliability
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
@@ -232,5 +234,31 @@ func TestParseHostCPU(t *testing.T) {
 	}
 	if p := after.BusyPercentSince(before); p <= 0 || p > 100 {
 		t.Errorf("host busy %.1f%% while this test spun, want in (0, 100]", p)
+	}
+}
+
+func TestListenerPID(t *testing.T) {
+	const tcp = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1628 00000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 5991 1 0000 100 0 0 10 0
+   1: 0100007F:1628 0100007F:D431 01 00000000:00000000 00:00000000 00000000   106        0 7777 1 0000 100 0 0 10 0
+   2: 0100007F:1629 00000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 8888 1 0000 100 0 0 10 0
+`
+	if got := parseListenInodes([]byte(tcp), 5672); !slices.Equal(got, []string{"5991"}) {
+		t.Errorf("listening inodes on 5672 = %v, want [5991] (not the established connection, not port 5673)", got)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pid, err := ListenerPID(l.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid != os.Getpid() {
+		t.Errorf("ListenerPID = %d, want this process %d", pid, os.Getpid())
+	}
+	if _, err := ListenerPID(1); err == nil {
+		t.Error("ListenerPID(1): want an error, nothing listens there")
 	}
 }
