@@ -618,17 +618,17 @@ func cpuTable(rows []benchRow) string {
 		if r.flow.received == 0 {
 			continue
 		}
-		per := func(d time.Duration) string {
-			return fmt.Sprintf("%.2f s", d.Seconds()*10000/float64(r.flow.received))
-		}
 		c := r.cpu
-		known := c.of("turnout") + c.of("mosquitto") + c.of("RabbitMQ") + c.of("generators")
-		turnout := "-"
-		if r.usage != nil {
-			turnout = per(c.of("turnout"))
+		per := func(name string) string {
+			if !slices.ContainsFunc(c.names, func(n string) bool { return strings.HasPrefix(n, name) }) {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f s", c.of(name).Seconds()*10000/float64(r.flow.received))
 		}
-		cells = append(cells, []string{r.pipeline, r.variant, turnout, per(c.of("mosquitto")), per(c.of("RabbitMQ")),
-			per(c.of("generators")), per(max(c.busyTime-known, 0)), fmt.Sprintf("%.0f%%", c.busy)})
+		known := c.of("turnout") + c.of("mosquitto") + c.of("RabbitMQ") + c.of("generators")
+		rest := max(c.busyTime-known, 0)
+		cells = append(cells, []string{r.pipeline, r.variant, per("turnout"), per("mosquitto"), per("RabbitMQ"), per("generators"),
+			fmt.Sprintf("%.2f s", rest.Seconds()*10000/float64(r.flow.received)), fmt.Sprintf("%.0f%%", c.busy)})
 	}
 	return markdownTable(cells)
 }
