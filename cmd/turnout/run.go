@@ -116,6 +116,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		adm := admin.New(admin.Options{
 			Listen:   addr,
 			Gatherer: reg,
+			Pprof:    cfg.Admin.Pprof,
 			Logger:   logger.With("component", "admin"),
 			Ready:    func() (bool, []string) { return readiness(eng.Load(), parts.Load()) },
 		})

@@ -1,4 +1,5 @@
-// Package admin serves turnout's operational HTTP endpoints: /metrics, /healthz and /readyz.
+// Package admin serves turnout's operational HTTP endpoints: /metrics, /healthz and /readyz,
+// and Go's /debug/pprof/ profiles when configured.
 //
 // Invariant: metrics come only from the registry the process created for itself (NewRegistry),
 // never from the prometheus global registry, so that what /metrics shows is exactly what
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"strings"
 	"time"
@@ -52,6 +54,8 @@ type Options struct {
 	// Ready backs /readyz; nil means never ready.
 	Ready  ReadyFunc
 	Logger *slog.Logger
+	// Pprof adds Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines, ...).
+	Pprof bool
 }
 
 // Server is the admin HTTP server.
@@ -83,6 +87,13 @@ func (s *Server) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -93,6 +93,35 @@ func TestEndpoints(t *testing.T) {
 			t.Errorf("GET /debug = %d, want 404", code)
 		}
 	})
+	t.Run("no profiles unless configured", func(t *testing.T) {
+		if code, _ := get(t, srv.URL+"/debug/pprof/"); code != http.StatusNotFound {
+			t.Errorf("GET /debug/pprof/ = %d, want 404", code)
+		}
+	})
+}
+
+func TestPprof(t *testing.T) {
+	s := New(Options{Gatherer: NewRegistry("dev"), Pprof: true})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	for path, want := range map[string]string{
+		"/debug/pprof/":                     "goroutine",
+		"/debug/pprof/goroutine?debug=1":    "goroutine profile: total",
+		"/debug/pprof/profile?seconds=1":    "", // a binary CPU profile
+		"/debug/pprof/heap?debug=1":         "heap profile",
+		"/debug/pprof/cmdline":              "",
+		"/debug/pprof/symbol":               "num_symbols",
+		"/debug/pprof/trace?seconds=0.1":    "",
+		"/debug/pprof/allocs?debug=1":       "heap profile",
+		"/debug/pprof/threadcreate?debug=1": "threadcreate profile",
+	} {
+		t.Run(path, func(t *testing.T) {
+			code, body := get(t, srv.URL+path)
+			if code != http.StatusOK || !strings.Contains(body, want) || body == "" {
+				t.Errorf("GET %s = %d, %d bytes, want 200 with %q", path, code, len(body), want)
+			}
+		})
+	}
 }
 
 func TestServerLifecycle(t *testing.T) {

@@ -79,6 +79,8 @@ type LogConfig struct {
 type AdminConfig struct {
 	// Listen is host:port of the admin HTTP server; empty disables it.
 	Listen *string `yaml:"listen"`
+	// Pprof serves Go's profiling endpoints under /debug/pprof/ on the admin listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Addr returns the admin listen address with its default applied.
