@@ -406,7 +406,7 @@ func (s *setup) settle(start time.Time, seqs []int, pl plan) Report {
 }
 
 // killScenario (1 and 4): a paced flow while turnout is killed with SIGKILL and restarted, the
-// pauses in between taken from the plan in turn, for as long as events are still on their way.
+// pauses in between taken from the plan in turn, for as long as events are on their way.
 // Each kill waits for a moment when turnout holds events in flight, and every third kill (the
 // second, fifth, ...) lands while the output refuses, when turnout holds a full in-flight window
 // of events it is retrying: redelivered in at-least-once mode, lost in best-effort mode, which
@@ -415,12 +415,16 @@ func killScenario(s *setup, pl plan) row {
 	s.limit(pl)
 	start := time.Now()
 	f := s.startFlow(0, pl.killEvents, 300, pl.rate, time.Now().Add(pl.settle))
-	kills, outages := 0, 0
+	kills, outages, seen := 0, 0, -1
 	for kills < pl.maxKills {
 		time.Sleep(pl.killEvery[kills%len(pl.killEvery)])
-		if distinct, _ := s.consumer.Count(); f.finished() && distinct >= pl.killEvents {
+		// Kill while the generator publishes, then while events still arrive: all of them in
+		// at-least-once mode, until arrivals stop in best-effort mode.
+		distinct, _ := s.consumer.Count()
+		if f.finished() && (distinct >= pl.killEvents || distinct == seen) {
 			break
 		}
+		seen = distinct
 		var restore func()
 		if kills%3 == 1 {
 			restore = s.refuse()
