@@ -62,6 +62,12 @@ func TestConfigValidation(t *testing.T) {
 		{name: "negative credit", yaml: "url: amqp://h\naddress: /queue/a\ncredit: -1", err: "credit: -1 is outside"},
 		{name: "backoffs", yaml: "url: amqp://h\naddress: /queue/a\nreconnect_min_backoff: 2s\nreconnect_max_backoff: 1s", err: "reconnect_max_backoff: 1s is below"},
 		{name: "negative timeout", yaml: "url: amqp://h\naddress: /queue/a\nconnect_timeout: -1s", err: "connect_timeout: -1s is negative"},
+		{name: "output max_in_flight default", output: true, yaml: "url: amqp://h\naddress: /queue/a", check: func(t *testing.T, _ *ConnectionConfig, _ *InputConfig, out *OutputConfig) {
+			if out.MaxInFlight != 256 {
+				t.Errorf("max_in_flight %d, want 256", out.MaxInFlight)
+			}
+		}},
+		{name: "negative max_in_flight", output: true, yaml: "url: amqp://h\naddress: /queue/a\nmax_in_flight: -1", err: "max_in_flight: -1 out of range"},
 		{name: "bad mode", output: true, yaml: "url: amqp://h\naddress: /queue/a\nmode: batch", err: `mode: "batch" not supported`},
 	}
 	for _, tc := range cases {

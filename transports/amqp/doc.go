@@ -34,13 +34,13 @@
 // The output attaches one sender link, on a session and connection of its own, with a durable
 // target terminus, and sends every message with header durable=true. Send is called
 // concurrently by the engine; each call sends and then waits for its own disposition, so many
-// deliveries are in flight together. Accepted is success; Released, Modified and Rejected are
+// deliveries are in flight together, up to max_in_flight (default 256) on the link; further
+// sends wait for a slot in turnout. Accepted is success; Released, Modified and Rejected are
 // errors carrying the broker's condition and description, all retryable: a broker rejects a
 // publication it cannot take now (a full queue), which says nothing against the event. (RabbitMQ
 // 3.10 ends the session instead when a reject-publish queue is full; the sends in flight fail and
 // the output reconnects.) An event that cannot be encoded or is larger than the link allows is a
-// permanent error. While no link is attached Send fails
-// at once with ErrNotConnected.
+// permanent error. While no link is attached Send fails at once with ErrNotConnected.
 //
 // # Encoding [CE-AMQP]
 //

@@ -37,6 +37,8 @@ type Output struct {
 	mu   sync.Mutex // guards cur
 	cur  *senderLink
 	lost chan *senderLink // a Send saw cur fail (capacity 1)
+	// slots holds one token per delivery in flight on the link, cfg.MaxInFlight at most.
+	slots chan struct{}
 
 	startOnce sync.Once
 	stop      context.CancelFunc
@@ -79,6 +81,7 @@ func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error)
 		encode:    encodeBinary,
 		connected: gauge,
 		lost:      make(chan *senderLink, 1),
+		slots:     make(chan struct{}, cfg.MaxInFlight),
 		done:      make(chan struct{}),
 	}
 	if cfg.Mode == modeStructured {
@@ -112,7 +115,8 @@ func (o *Output) Ready() bool {
 }
 
 // Send sends e and returns nil once the broker settled it as Accepted [AMQP 1.0 §3.4.2]. It is
-// called concurrently by the engine, and ctx (the engine's per-attempt timeout) bounds it.
+// called concurrently by the engine, and ctx (the engine's per-attempt timeout) bounds it; at
+// most max_in_flight calls have a delivery on the link, the others wait for a slot.
 //
 // Errors: ErrNotConnected (wrapped) when no link is attached; the link failing before the
 // disposition; a Released, Modified or Rejected disposition, with the broker's condition and
@@ -122,6 +126,12 @@ func (o *Output) Send(ctx context.Context, e *event.Event) error {
 	msg, err := o.encode(e)
 	if err != nil {
 		return engine.Permanent(fmt.Errorf("amqp send %s: %w", o.cfg.Address, err))
+	}
+	select {
+	case o.slots <- struct{}{}:
+		defer func() { <-o.slots }()
+	case <-ctx.Done():
+		return fmt.Errorf("amqp send %s: waiting for one of %d delivery slots: %w", o.cfg.Address, o.cfg.MaxInFlight, ctx.Err())
 	}
 	o.mu.Lock()
 	l := o.cur

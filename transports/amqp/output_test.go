@@ -168,6 +168,36 @@ func TestOutcome(t *testing.T) {
 	}
 }
 
+// TestOutputMaxInFlight checks that a Send beyond max_in_flight waits for a slot, and gives up
+// with a retryable error naming the wait when its context ends first.
+func TestOutputMaxInFlight(t *testing.T) {
+	deps, _ := testDeps()
+	cfg := outputConfig("amqp://127.0.0.1:1", "x", "")
+	cfg.MaxInFlight = 2
+	o, err := newOutput("out", cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(o.slots) != 2 {
+		t.Fatalf("%d delivery slots, want max_in_flight 2", cap(o.slots))
+	}
+	o.slots <- struct{}{} // two deliveries in flight
+	o.slots <- struct{}{}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	err = o.Send(ctx, testEvent("a"))
+	if err == nil || !strings.Contains(err.Error(), "delivery slots") || engine.IsPermanent(err) {
+		t.Fatalf("Send with every slot taken = %v, want a retryable wait error", err)
+	}
+	<-o.slots // one settles
+	if err := o.Send(t.Context(), testEvent("b")); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Send with a free slot = %v, want it to reach the link (ErrNotConnected here)", err)
+	}
+	if len(o.slots) != 1 {
+		t.Fatalf("%d slots taken after Send returned, want 1 (its own released)", len(o.slots))
+	}
+}
+
 func TestOutputNotConnectedFailsFast(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
