@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,37 +18,14 @@ import (
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// turnoutBinary builds cmd/turnout once per test run.
+// turnoutBinary builds cmd/turnout from the checkout (cached while its sources stay the same).
 func turnoutBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		root, err := rulebuild.ModuleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "turnout-reliability-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "turnout")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/turnout")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/turnout: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := rulebuild.Command("cmd/turnout")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return bin
 }
 
 // writeRule builds the rule package pkgDir and writes its module into dir.

@@ -1,5 +1,6 @@
 // Package rulebuild builds Go rule packages into wasip1 WebAssembly modules for tests and
-// benchmarks, so `go test ./...` works on a fresh checkout without running make first.
+// benchmarks, so `go test ./...` works on a fresh checkout without running make first, and
+// builds turnout's own commands for tests that run the real binary (Command).
 //
 // Invariant: a build is cached under os.TempDir()/turnout-rules, keyed by the SHA-256 of the Go
 // version and every Go source file the rule can import from this module (the rule's directory,
@@ -99,14 +100,18 @@ func Build(pkgDir string) ([]byte, error) {
 	return b, nil
 }
 
-// hashTree hashes the names and contents of the Go files and go.mod under path.
+// hashTree hashes the names and contents of the non-test Go files, go.mod and go.sum under path,
+// leaving out testdata, build output and hidden directories.
 func hashTree(h io.Writer, path string) error {
 	var files []string
 	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && (strings.HasSuffix(p, ".go") || filepath.Base(p) == "go.mod") && !strings.HasSuffix(p, "_test.go") {
+		if d.IsDir() && p != path && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".") || d.Name() == "build") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") && !strings.HasSuffix(p, "_test.go") {
 			files = append(files, p)
 		}
 		return nil
@@ -124,4 +129,62 @@ func hashTree(h io.Writer, path string) error {
 		h.Write(b)
 	}
 	return nil
+}
+
+var (
+	cmdMu    sync.Mutex
+	commands = map[string]string{}
+)
+
+// Command builds the main package pkgDir (e.g. "cmd/turnout") for this machine and returns the
+// path of the executable, cached under os.TempDir()/turnout-commands by the SHA-256 of the Go
+// version and every non-test Go file, go.mod and go.sum of the module. Reading those files also
+// tells go test's result cache what the test depends on: a test that runs the binary is run
+// again after any change to the module, though its package imports none of it. Callers are
+// tests, from any goroutine.
+func Command(pkgDir string) (string, error) {
+	cmdMu.Lock()
+	defer cmdMu.Unlock()
+	if p, ok := commands[pkgDir]; ok {
+		return p, nil
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintln(h, runtime.Version(), runtime.GOOS, runtime.GOARCH, pkgDir)
+	if err := hashTree(h, root); err != nil {
+		return "", fmt.Errorf("rulebuild %s: %w", pkgDir, err)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:16]
+	cacheDir := filepath.Join(os.TempDir(), "turnout-commands")
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("rulebuild: %w", err)
+	}
+	out := filepath.Join(cacheDir, strings.ReplaceAll(pkgDir, "/", "_")+"-"+key)
+	if _, err := os.Stat(out); err == nil {
+		commands[pkgDir] = out
+		return out, nil
+	}
+	tmp := fmt.Sprintf("%s.build-%d", out, os.Getpid())
+	defer os.Remove(tmp)
+	cmd := exec.Command("go", "build", "-o", tmp, "./"+pkgDir)
+	cmd.Dir = root
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("rulebuild: go build %s: %w\n%s", pkgDir, err, msg)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return "", fmt.Errorf("rulebuild: %w", err)
+	}
+	// Builds of earlier sources are not needed again (best effort: one may be running).
+	if old, err := filepath.Glob(strings.TrimSuffix(out, key) + "*"); err == nil {
+		for _, o := range old {
+			if o != out && !strings.Contains(o, ".build-") {
+				os.Remove(o)
+			}
+		}
+	}
+	commands[pkgDir] = out
+	return out, nil
 }
