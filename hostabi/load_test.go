@@ -2,6 +2,7 @@ package hostabi
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,33 +35,35 @@ func TestLoadRefuses(t *testing.T) {
 
 	tests := []struct {
 		name  string
+		code  string // the *LoadError code
 		wasm  []byte
 		opts  RuleOptions
 		wants []string
 	}{
-		{"empty", nil, RuleOptions{}, []string{"not a WebAssembly module"}},
-		{"json instead of wasm", []byte(`{"rule":"attrroute"}`), RuleOptions{}, []string{"not a WebAssembly module"}},
-		{"component binary", []byte("\x00asm\x0d\x00\x01\x00"), RuleOptions{}, []string{"not a WebAssembly core module"}},
-		{"truncated module", wmod{raw: []byte{1, 0x20, 0x01}}.bytes(), RuleOptions{}, []string{"compile:"}},
-		{"missing decide export", noDecide.bytes(), RuleOptions{}, []string{"missing export turnout_decide (i32) -> (i64)"}},
-		{"no ABI marker", noMarker.bytes(), RuleOptions{}, []string{"no ABI marker (turnout_abi_version)", "missing export turnout_abi_version () -> (i32)"}},
-		{"mistyped export", wrongType.bytes(), RuleOptions{}, []string{"export turnout_decide has type (i32) -> (i32), want (i32) -> (i64)"}},
-		{"no exported memory", noMemory.bytes(), RuleOptions{}, []string{"missing export memory"}},
-		{"ABI newer than host", tinyRule(2, nil).bytes(), RuleOptions{}, []string{"module speaks rule ABI v2, newer than this host's v1", "upgrade turnout"}},
-		{"ABI version zero", tinyRule(0, nil).bytes(), RuleOptions{}, []string{"module reports rule ABI version 0"}},
-		{"import outside the allowed modules", withImport("env", "fetch", []byte{tI32}, []byte{tI32}), RuleOptions{}, []string{"imports outside the allowed set", "env.fetch"}},
-		{"WASI filesystem import", withImport("wasi_snapshot_preview1", "path_open", []byte{tI32}, []byte{tI32}), RuleOptions{}, []string{"imports outside the allowed set", "wasi_snapshot_preview1.path_open"}},
-		{"WASI socket import", withImport("wasi_snapshot_preview1", "sock_accept", []byte{tI32, tI32, tI32}, []byte{tI32}), RuleOptions{}, []string{"wasi_snapshot_preview1.sock_accept"}},
-		{"clock not granted", withImport("turnout", "now_unix_nano", nil, []byte{tI64}), RuleOptions{}, []string{"turnout.now_unix_nano (the clock is not granted to this rule)"}},
-		{"memory minimum above default cap", bigMemory.bytes(), RuleOptions{}, []string{"memory minimum above the cap of 512 pages", "min 600 pages"}},
-		{"memory minimum above explicit cap", bigMemory.bytes(), RuleOptions{MemoryLimitPages: 64}, []string{"memory minimum above the cap of 64 pages"}},
-		{"config for a rule without init", tinyRule(1, nil).bytes(), RuleOptions{Config: []byte(`{"a":1}`)}, []string{"exports no turnout_init"}},
-		{"init message outside memory", badInitType.bytes(), RuleOptions{}, []string{"init failed (its message is outside memory)"}},
-		{"init refuses bad JSON", attrroute, RuleOptions{Config: []byte(`{"filters":`)}, []string{"init refused the configuration: attrroute config: json: malformed or trailing data at byte 0"}},
-		{"init refuses unknown key", attrroute, RuleOptions{Config: []byte(`{"filter":[]}`)}, []string{`init refused the configuration: attrroute config: unknown key "filter"`}},
-		{"init refuses filter without outputs", attrroute, RuleOptions{Config: []byte(`{"filters":[{"attribute":"type","exact":"a"}]}`)}, []string{"filters[0]: outputs: at least one output is required"}},
-		{"init refuses two match kinds", attrroute, RuleOptions{Config: []byte(`{"filters":[{"attribute":"type","exact":"a","prefix":"b","outputs":["x"]}]}`)}, []string{"filters[0]: exactly one of exact, prefix, suffix is required"}},
-		{"passthrough without outputs", buildRule(t, "filters/rules/passthrough"), RuleOptions{Config: []byte(`{}`)}, []string{"passthrough config: outputs: at least one output is required"}},
+		{"empty", CodeNotWasm, nil, RuleOptions{}, []string{"not a WebAssembly module"}},
+		{"json instead of wasm", CodeNotWasm, []byte(`{"rule":"attrroute"}`), RuleOptions{}, []string{"not a WebAssembly module"}},
+		{"component binary", CodeNotWasm, []byte("\x00asm\x0d\x00\x01\x00"), RuleOptions{}, []string{"not a WebAssembly core module"}},
+		{"truncated module", CodeCompile, wmod{raw: []byte{1, 0x20, 0x01}}.bytes(), RuleOptions{}, []string{"compile:"}},
+		{"missing decide export", CodeExportMissing, noDecide.bytes(), RuleOptions{}, []string{"missing export turnout_decide (i32) -> (i64)"}},
+		{"no ABI marker", CodeExportMissing, noMarker.bytes(), RuleOptions{}, []string{"no ABI marker (turnout_abi_version)", "missing export turnout_abi_version () -> (i32)"}},
+		{"mistyped export", CodeExportMissing, wrongType.bytes(), RuleOptions{}, []string{"export turnout_decide has type (i32) -> (i32), want (i32) -> (i64)"}},
+		{"no exported memory", CodeExportMissing, noMemory.bytes(), RuleOptions{}, []string{"missing export memory"}},
+		{"ABI newer than host", CodeABIVersionUnknown, tinyRule(2, nil).bytes(), RuleOptions{}, []string{"module speaks rule ABI v2, newer than this host's v1", "upgrade turnout"}},
+		{"ABI version zero", CodeABIVersionUnknown, tinyRule(0, nil).bytes(), RuleOptions{}, []string{"module reports rule ABI version 0"}},
+		{"import outside the allowed modules", CodeImportNotAllowed, withImport("env", "fetch", []byte{tI32}, []byte{tI32}), RuleOptions{}, []string{"imports outside the allowed set", "env.fetch"}},
+		{"WASI filesystem import", CodeImportNotAllowed, withImport("wasi_snapshot_preview1", "path_open", []byte{tI32}, []byte{tI32}), RuleOptions{}, []string{"imports outside the allowed set", "wasi_snapshot_preview1.path_open"}},
+		{"WASI socket import", CodeImportNotAllowed, withImport("wasi_snapshot_preview1", "sock_accept", []byte{tI32, tI32, tI32}, []byte{tI32}), RuleOptions{}, []string{"wasi_snapshot_preview1.sock_accept"}},
+		{"clock not granted", CodeImportNotAllowed, withImport("turnout", "now_unix_nano", nil, []byte{tI64}), RuleOptions{}, []string{"turnout.now_unix_nano (the clock is not granted to this rule)"}},
+		{"memory minimum above default cap", CodeMemoryMinAboveCap, bigMemory.bytes(), RuleOptions{}, []string{"memory minimum above the cap of 512 pages", "min 600 pages"}},
+		{"memory minimum above explicit cap", CodeMemoryMinAboveCap, bigMemory.bytes(), RuleOptions{MemoryLimitPages: 64}, []string{"memory minimum above the cap of 64 pages"}},
+		{"config for a rule without init", CodeInitFailed, tinyRule(1, nil).bytes(), RuleOptions{Config: []byte(`{"a":1}`)}, []string{"exports no turnout_init"}},
+		{"init message outside memory", CodeInitFailed, badInitType.bytes(), RuleOptions{}, []string{"init failed (its message is outside memory)"}},
+		{"init refuses bad JSON", CodeInitFailed, attrroute, RuleOptions{Config: []byte(`{"filters":`)}, []string{"init refused the configuration: attrroute config: json: malformed or trailing data at byte 0"}},
+		{"init refuses unknown key", CodeInitFailed, attrroute, RuleOptions{Config: []byte(`{"filter":[]}`)}, []string{`init refused the configuration: attrroute config: unknown key "filter"`}},
+		{"init refuses filter without outputs", CodeInitFailed, attrroute, RuleOptions{Config: []byte(`{"filters":[{"attribute":"type","exact":"a"}]}`)}, []string{"filters[0]: outputs: at least one output is required"}},
+		{"init refuses two match kinds", CodeInitFailed, attrroute, RuleOptions{Config: []byte(`{"filters":[{"attribute":"type","exact":"a","prefix":"b","outputs":["x"]}]}`)}, []string{"filters[0]: exactly one of exact, prefix, suffix is required"}},
+		{"misbehave refuses a config without outputs", CodeInitFailed, buildRule(t, "hostabi/testdata/misbehave"), RuleOptions{Config: []byte(`{"x":1}`)}, []string{"init refused the configuration: misbehave: config needs outputs"}},
+		{"passthrough without outputs", CodeInitFailed, buildRule(t, "filters/rules/passthrough"), RuleOptions{Config: []byte(`{}`)}, []string{"passthrough config: outputs: at least one output is required"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,6 +87,16 @@ func TestLoadRefuses(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q\ndoes not contain %q", err, w)
 				}
+			}
+			var le *LoadError
+			if !errors.As(err, &le) {
+				t.Fatalf("error %q does not wrap a *LoadError", err)
+			}
+			if le.Code != tt.code {
+				t.Errorf("LoadError.Code = %q, want %q", le.Code, tt.code)
+			}
+			if !strings.HasSuffix(err.Error(), ": "+le.Detail) {
+				t.Errorf("error %q does not end with the LoadError detail %q", err, le.Detail)
 			}
 		})
 	}

@@ -131,7 +131,9 @@ var (
 // o.Config, so a bad module or configuration is refused here, with an error naming the problem:
 // not WebAssembly, a compile failure, a memory minimum above the cap, an import outside the
 // allowed set, a missing or mistyped export, an ABI version this host does not speak, or the
-// rule's init refusing its configuration. Called at configuration time, from any goroutine.
+// rule's init refusing its configuration. Every such error wraps a *LoadError whose Code names
+// the failure (CodeNotWasm ... CodeInitFailed); the message is "hostabi load rule NAME (version
+// V): DETAIL". Called at configuration time, from any goroutine.
 func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, error) {
 	sum := sha256.Sum256(wasm)
 	r := &Rule{
@@ -151,14 +153,14 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	if pool <= 0 {
 		pool = runtime.GOMAXPROCS(0)
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("hostabi load rule %s (version %s): %s", r.name, r.version, fmt.Sprintf(format, args...))
+	fail := func(code, format string, args ...any) error {
+		return r.loadError(&LoadError{Code: code, Detail: fmt.Sprintf(format, args...)})
 	}
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
-		return nil, fail("not a WebAssembly module (no \\0asm magic)")
+		return nil, fail(CodeNotWasm, "not a WebAssembly module (no \\0asm magic)")
 	}
 	if v := wasm[4:8]; !bytes.Equal(v, []byte{1, 0, 0, 0}) {
-		return nil, fail("not a WebAssembly core module (binary version % x, want 01 00 00 00)", v)
+		return nil, fail(CodeNotWasm, "not a WebAssembly core module (binary version % x, want 01 00 00 00)", v)
 	}
 	r.logger = h.logger.With("rule", r.name, "version", r.version)
 	r.logLimit = tokenBucket{rate: 10, burst: 20, tokens: 20, now: time.Now}
@@ -177,25 +179,25 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	compiled, err := r.rt.CompileModule(ctx, wasm)
 	if err != nil {
 		if strings.Contains(err.Error(), "over limit of") {
-			return nil, fail("memory minimum above the cap of %d pages: %v", r.limit, err)
+			return nil, fail(CodeMemoryMinAboveCap, "memory minimum above the cap of %d pages: %v", r.limit, err)
 		}
-		return nil, fail("compile: %v", err)
+		return nil, fail(CodeCompile, "compile: %v", err)
 	}
 	r.compiled = compiled
 	if err := checkImports(compiled, o.AllowClock); err != nil {
-		return nil, fail("%v", err)
+		return nil, fail(CodeImportNotAllowed, "%v", err)
 	}
 	if err := r.checkExports(compiled); err != nil {
-		return nil, fail("%v", err)
+		return nil, fail(CodeExportMissing, "%v", err)
 	}
 	if !r.hasInit && len(bytes.TrimSpace(o.Config)) > 0 {
-		return nil, fail("a configuration was given but the module exports no turnout_init")
+		return nil, fail(CodeInitFailed, "a configuration was given but the module exports no turnout_init")
 	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r.rt); err != nil {
-		return nil, fail("instantiate WASI: %v", err)
+		return nil, fail(CodeInitFailed, "instantiate WASI: %v", err)
 	}
 	if err := r.instantiateHostModule(ctx, o.AllowClock); err != nil {
-		return nil, fail("instantiate host module: %v", err)
+		return nil, fail(CodeInitFailed, "instantiate host module: %v", err)
 	}
 
 	r.idle = make(chan *instance, pool)
@@ -203,7 +205,7 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	r.slots <- struct{}{}
 	inst, err := r.newInstance(ctx)
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, r.loadError(err)
 	}
 	// Metric series exist only for rules that loaded.
 	labels := prometheus.Labels{"rule": r.name, "version": r.version}
@@ -219,6 +221,11 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	ok = true
 	r.logger.Debug("rule loaded", "pool", pool, "memory_limit_pages", r.limit, "timeout", r.timeout)
 	return r, nil
+}
+
+// loadError wraps a refusal with the rule's name and version; err is (or wraps) a *LoadError.
+func (r *Rule) loadError(err error) error {
+	return fmt.Errorf("hostabi load rule %s (version %s): %w", r.name, r.version, err)
 }
 
 func checkImports(c wazero.CompiledModule, allowClock bool) error {
@@ -359,14 +366,15 @@ func (b *tokenBucket) take() (bool, int64) {
 	return true, s
 }
 
-// newInstance instantiates and initialises one instance. The caller holds a slot token.
+// newInstance instantiates and initialises one instance. The caller holds a slot token. Its
+// errors are *LoadError: abi_version_unknown, or init_failed for everything else.
 func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 	out := &capture{}
 	mc := wazero.NewModuleConfig().WithName("").WithStartFunctions().
 		WithStdout(out).WithStderr(out).WithRandSource(rand.Reader)
 	mod, err := r.rt.InstantiateModule(ctx, r.compiled, mc)
 	if err != nil {
-		return nil, fmt.Errorf("instantiate: %v%s", err, out.suffix())
+		return nil, &LoadError{Code: CodeInitFailed, Detail: fmt.Sprintf("instantiate: %v%s", err, out.suffix())}
 	}
 	inst := &instance{
 		mod:      mod,
@@ -376,39 +384,39 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 		out:      out,
 		outputs:  map[string][]string{},
 	}
-	fail := func(format string, args ...any) (*instance, error) {
+	fail := func(code, format string, args ...any) (*instance, error) {
 		_ = mod.Close(context.Background())
-		return nil, fmt.Errorf(format+"%s", append(args, out.suffix())...)
+		return nil, &LoadError{Code: code, Detail: fmt.Sprintf(format+"%s", append(args, out.suffix())...)}
 	}
 	if r.hasInitialize {
 		if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {
-			return fail("_initialize: %v", err)
+			return fail(CodeInitFailed, "_initialize: %v", err)
 		}
 	}
 	res, err := mod.ExportedFunction("turnout_abi_version").Call(ctx)
 	if err != nil {
-		return fail("turnout_abi_version: %v", err)
+		return fail(CodeInitFailed, "turnout_abi_version: %v", err)
 	}
 	switch v := int32(res[0]); {
 	case v > wire.Version:
-		return fail("module speaks rule ABI v%d, newer than this host's v%d: upgrade turnout or build the rule against an older SDK", v, wire.Version)
+		return fail(CodeABIVersionUnknown, "module speaks rule ABI v%d, newer than this host's v%d: upgrade turnout or build the rule against an older SDK", v, wire.Version)
 	case v < 1:
-		return fail("module reports rule ABI version %d; this host speaks v%d", v, wire.Version)
+		return fail(CodeABIVersionUnknown, "module reports rule ABI version %d; this host speaks v%d", v, wire.Version)
 	}
 	if r.hasInit {
 		if err := inst.write(ctx, r.config); err != nil {
-			return fail("init: %v", err)
+			return fail(CodeInitFailed, "init: %v", err)
 		}
 		res, err := mod.ExportedFunction("turnout_init").Call(ctx, uint64(len(r.config)))
 		if err != nil {
-			return fail("init: %v", err)
+			return fail(CodeInitFailed, "init: %v", err)
 		}
 		if res[0] != 0 {
 			msg, ok := inst.mem.Read(uint32(res[0]>>32), uint32(res[0]))
 			if !ok {
-				return fail("init failed (its message is outside memory)")
+				return fail(CodeInitFailed, "init failed (its message is outside memory)")
 			}
-			return fail("init refused the configuration: %s", msg)
+			return fail(CodeInitFailed, "init refused the configuration: %s", msg)
 		}
 	}
 	return inst, nil
