@@ -5,7 +5,9 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -98,4 +100,16 @@ func FreePort(t testing.TB) int {
 	_, p, _ := net.SplitHostPort(FreeAddr(t))
 	port, _ := strconv.Atoi(p)
 	return port
+}
+
+// Unavailable ends a test whose external service (a broker, a binary) is missing: it fails
+// the test when $CI is set, where every service must be there, and skips it otherwise. The
+// message says what is missing, then how to get it (fix).
+func Unavailable(t testing.TB, fix, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...) + " (" + fix + ")"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }

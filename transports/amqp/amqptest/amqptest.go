@@ -42,12 +42,7 @@ const sharedCtl = "/usr/sbin/rabbitmqctl"
 // unavailable skips the test, or fails it under CI, because a broker is missing.
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...) +
-		" (run scripts/brokers.sh, which installs RabbitMQ, enables rabbitmq_amqp1_0 and starts it, then rerun the tests)"
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testutil.Unavailable(t, "run scripts/brokers.sh, which installs RabbitMQ, enables rabbitmq_amqp1_0 and starts it, then rerun the tests", format, args...)
 }
 
 // Node is a RabbitMQ node a test talks to: the shared one or a private one.

@@ -31,12 +31,7 @@ const SharedAddr = "127.0.0.1:1883"
 // unavailable skips the test, or fails it under CI, because a broker is missing.
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...) +
-		" (run scripts/brokers.sh, which installs and starts mosquitto, then rerun the tests)"
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
+	testutil.Unavailable(t, "run scripts/brokers.sh, which installs and starts mosquitto, then rerun the tests", format, args...)
 }
 
 // Shared returns the URL of the shared mosquitto on 127.0.0.1:1883 after checking it answers;
