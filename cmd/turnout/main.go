@@ -44,6 +44,7 @@ const usage = `usage: turnout <command> [flags]
 commands:
   run -c FILE        run the router until SIGINT or SIGTERM
   validate -c FILE   check a configuration, connecting nothing
+  rules test FILE    run a rule over sample events (turnout rules help)
   version            print version information
 `
 
@@ -60,6 +61,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(ctx, args[1:], stdout, stderr)
+	case "rules":
+		return cmdRules(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "turnout %s\ngo: %s\nrule abi: v%d\n", version, runtime.Version(), wire.Version)
 		return 0
