@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -380,6 +381,12 @@ routes:
 		if code := postEvent(t, "http://"+httpAddr+"/", ev.id, ev.typ); code != http.StatusNoContent {
 			t.Fatalf("POST %s = %d, want 204", ev.id, code)
 		}
+	}
+	// The rule runs behind the route's switch, ready to be swapped: its version is the active one.
+	sum := sha256.Sum256(wasm)
+	active := fmt.Sprintf(`turnout_rule_active_version{route="care",version="%x"} 1`, sum[:6])
+	if code, metrics, err := httpGet("http://" + adminAddr + "/metrics"); err != nil || code != 200 || !strings.Contains(metrics, active) {
+		t.Errorf("/metrics = %d %v, lacks %s", code, err, active)
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())

@@ -10,9 +10,10 @@ import (
 )
 
 // RuleLoader compiles and initialises the rule of route r from its Wasm bytes. Build calls it
-// once per route with a rule, on the caller's goroutine. The returned rule is closed by
-// Built.CloseRules when it has a Close(context.Context) error method. An error means the rule
-// is unusable (does not compile, its init rejected the config).
+// once per route with a rule, on the caller's goroutine. Build wraps the returned rule in the
+// route's engine.RuleSwitch, which closes it (when it has a Close(context.Context) error method)
+// once it is no longer active nor in use, at the latest in Built.CloseRules. An error means the
+// rule is unusable (does not compile, its init rejected the config).
 type RuleLoader func(ctx context.Context, r *Route, wasm []byte) (engine.Rule, error)
 
 // BuildOptions are what Build hands to the modules it builds.
@@ -31,8 +32,11 @@ type Built struct {
 	Outputs map[string]engine.Sink
 	// Routes are ready for engine.AddRoute, in file order.
 	Routes []engine.Route
-	// Rules are the loaded rules, for CloseRules.
+	// Rules are the loaded rules, each behind its route's switch, for CloseRules.
 	Rules []engine.Rule
+	// Switches holds the rule switch of every route with a rule, by route name: swapping a new
+	// engine.RuleVersion into it changes the route's rule while the route runs.
+	Switches map[string]*engine.RuleSwitch
 	// Unused are outputs no route refers to; they are built (so their configuration is
 	// checked) but never started.
 	Unused []string
@@ -48,7 +52,7 @@ type ruleCloser interface {
 // factory or rule that failed; the caller closes what was built (CloseAll) when it gives up.
 func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) {
 	c := &collector{file: cfg.Path}
-	b := &Built{Inputs: map[string]engine.Source{}, Outputs: map[string]engine.Sink{}}
+	b := &Built{Inputs: map[string]engine.Source{}, Outputs: map[string]engine.Sink{}, Switches: map[string]*engine.RuleSwitch{}}
 	deps := opts.Deps
 	if deps.DataDir == "" {
 		deps.DataDir = cfg.DataDir
@@ -100,11 +104,15 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 				c.add(r.Rule.Line, key, "rules cannot be loaded here")
 			default:
 				rule, err = opts.LoadRule(ctx, r, wasm)
+				if err == nil {
+					rule, err = newSwitch(ctx, r.Name, rule, deps)
+				}
 				if err != nil {
 					c.add(r.Rule.Line, key, "load %s: %v", r.Rule.Path, err)
 					rule = nil
 				} else {
 					b.Rules = append(b.Rules, rule)
+					b.Switches[r.Name] = rule.(*engine.RuleSwitch)
 				}
 			}
 		}
@@ -135,6 +143,21 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 	return b, c.errs.errOrNil()
 }
 
+// newSwitch puts the loaded rule of route behind the route's switch, which owns it from here; if
+// the switch cannot be made, the rule is closed.
+func newSwitch(ctx context.Context, route string, rule engine.Rule, deps engine.Deps) (engine.Rule, error) {
+	o := engine.RuleVersionOptions{}
+	if deps.Logger != nil {
+		o.Logger = deps.Logger.With("route", route)
+	}
+	v := engine.NewRuleVersion(rule, o)
+	sw, err := engine.NewRuleSwitch(route, v, deps.Registerer)
+	if err != nil {
+		return nil, errors.Join(err, v.Release(ctx))
+	}
+	return sw, nil
+}
+
 // addModuleError locates a factory error: errors from the module's Decoder already carry their
 // key and line; any other error is reported at the module's name (the key, inputs.<name>, names
 // the module; the message is the factory's).
@@ -147,7 +170,8 @@ func addModuleError(c *collector, m *Module, key string, err error) {
 	c.add(m.Line, key, "%v", err)
 }
 
-// CloseRules closes every rule that has a Close method, returning the errors joined.
+// CloseRules closes every rule that has a Close method (the route switches, which close their
+// active versions), returning the errors joined. The engine must have stopped calling them.
 func (b *Built) CloseRules(ctx context.Context) error {
 	var errs []error
 	for _, r := range b.Rules {
