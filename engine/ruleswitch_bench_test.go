@@ -75,25 +75,17 @@ func BenchmarkRuleSwitchPause(b *testing.B) {
 			var swaps atomic.Int64
 			var swg sync.WaitGroup
 			if swapping {
-				swg.Add(1)
-				go func() {
-					defer swg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						prev, err := sw.Swap(other)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						other = prev
-						swaps.Add(1)
-						runtime.Gosched()
+				until(&swg, stop, func() bool {
+					prev, err := sw.Swap(other)
+					if err != nil {
+						b.Error(err)
+						return false
 					}
-				}()
+					other = prev
+					swaps.Add(1)
+					runtime.Gosched()
+					return true
+				})
 			}
 			ev := enginetest.NewEvent("bench", nil)
 			var mu sync.Mutex

@@ -130,37 +130,29 @@ func TestRuleSwitchHammer(t *testing.T) {
 	var held [swappers][]*engine.RuleVersion
 	var swg sync.WaitGroup
 	for i := range swappers {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				var next *engine.RuleVersion
-				if h := held[i]; len(h) > 0 && rand.IntN(2) == 0 {
-					k := rand.IntN(len(h)) // roll back to a version this goroutine holds
-					next = h[k]
-					held[i] = append(h[:k], h[k+1:]...)
-				} else {
-					_, next = vs.make()
-				}
-				prev, err := sw.Swap(next)
-				if err != nil {
-					t.Errorf("swap to %s: %v", next.ID(), err)
-					return
-				}
-				swaps.Add(1)
-				if len(held[i]) < 4 && rand.IntN(2) == 0 {
-					held[i] = append(held[i], prev)
-				} else if err := prev.Release(ctx); err != nil {
-					t.Errorf("release %s: %v", prev.ID(), err)
-				}
-				time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+		until(&swg, stop, func() bool {
+			var next *engine.RuleVersion
+			if h := held[i]; len(h) > 0 && rand.IntN(2) == 0 {
+				k := rand.IntN(len(h)) // roll back to a version this goroutine holds
+				next = h[k]
+				held[i] = append(h[:k], h[k+1:]...)
+			} else {
+				_, next = vs.make()
 			}
-		}()
+			prev, err := sw.Swap(next)
+			if err != nil {
+				t.Errorf("swap to %s: %v", next.ID(), err)
+				return false
+			}
+			swaps.Add(1)
+			if len(held[i]) < 4 && rand.IntN(2) == 0 {
+				held[i] = append(held[i], prev)
+			} else if err := prev.Release(ctx); err != nil {
+				t.Errorf("release %s: %v", prev.ID(), err)
+			}
+			time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+			return true
+		})
 	}
 
 	var sent sync.WaitGroup
@@ -562,6 +554,25 @@ func TestRuleSwitchPanic(t *testing.T) {
 	default:
 		t.Fatal("panicking version not closed: its call reference leaked")
 	}
+}
+
+// until calls step on a new goroutine, over and over, until stop is closed or step returns
+// false; wg tracks the goroutine.
+func until(wg *sync.WaitGroup, stop <-chan struct{}, step func() bool) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if !step() {
+				return
+			}
+		}
+	}()
 }
 
 // closer closes its channel on Close.
