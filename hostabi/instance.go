@@ -30,6 +30,7 @@ type instance struct {
 	dv             wire.DecisionView
 	out            *capture
 	outputs        map[string][]string // decoded output lists, keyed by their encoding
+	abi            int32               // what turnout_abi_version returned
 }
 
 // maxOutputLists bounds the per-instance cache of decoded output lists.

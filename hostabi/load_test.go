@@ -123,6 +123,12 @@ func TestLoadAccepts(t *testing.T) {
 			if len(r.Version()) != 12 {
 				t.Errorf("Version() = %q, want 12 hex digits", r.Version())
 			}
+			if r.ABIVersion() != 1 {
+				t.Errorf("ABIVersion() = %d, want 1", r.ABIVersion())
+			}
+			if ex := strings.Join(r.Exports(), ","); !strings.Contains(ex, "memory,turnout_abi_version,turnout_buffer,turnout_decide") {
+				t.Errorf("Exports() = %s, want the ABI exports", ex)
+			}
 			if r.gauge() != 1 {
 				t.Errorf("instances gauge = %v after Load, want 1 (the proven instance is kept)", r.gauge())
 			}

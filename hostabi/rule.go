@@ -61,6 +61,7 @@ type Rule struct {
 	compiled      wazero.CompiledModule
 	hasInit       bool
 	hasInitialize bool
+	abiVersion    int32
 	idle          chan *instance
 	slots         chan struct{} // one token per live instance
 	logLimit      tokenBucket
@@ -80,6 +81,22 @@ func (r *Rule) Name() string { return r.name }
 
 // Version returns the first 12 hex digits of the module's SHA-256: the version in logs and metrics.
 func (r *Rule) Version() string { return r.version }
+
+// ABIVersion returns the rule ABI version the module reports (turnout_abi_version).
+func (r *Rule) ABIVersion() int { return int(r.abiVersion) }
+
+// Exports returns the names of the module's exports (functions and memories), sorted.
+func (r *Rule) Exports() []string {
+	var names []string
+	for n := range r.compiled.ExportedFunctions() {
+		names = append(names, n)
+	}
+	for n := range r.compiled.ExportedMemories() {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
 
 // The imports a module may declare. WASI functions are the subset Go's wasip1 port needs;
 // with no preopened directories, arguments, environment or sockets, they reach nothing outside
@@ -216,6 +233,7 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	for _, k := range []string{"trap", "timeout", "memory", "decode", "init"} {
 		r.errs[k] = h.m.errors.WithLabelValues(r.name, r.version, k)
 	}
+	r.abiVersion = inst.abi
 	r.instances.Inc()
 	r.idle <- inst
 	ok = true
@@ -397,7 +415,9 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 	if err != nil {
 		return fail(CodeInitFailed, "turnout_abi_version: %v", err)
 	}
-	switch v := int32(res[0]); {
+	v := int32(res[0])
+	inst.abi = v
+	switch {
 	case v > wire.Version:
 		return fail(CodeABIVersionUnknown, "module speaks rule ABI v%d, newer than this host's v%d: upgrade turnout or build the rule against an older SDK", v, wire.Version)
 	case v < 1:
