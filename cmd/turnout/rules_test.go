@@ -192,3 +192,26 @@ func TestRulesTestRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestRulesDispatch(t *testing.T) {
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"no subcommand", []string{"rules"}, 2, "", "usage: turnout rules <command>"},
+		{"unknown subcommand", []string{"rules", "tset"}, 2, "", `turnout rules: unknown command "tset"`},
+		{"help", []string{"rules", "help"}, 0, "test FILE --events DIR|FILE", ""},
+		{"test help", []string{"rules", "test", "-h"}, 0, "", "-events string"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(context.Background(), c.args...)
+			if code != c.code || !strings.Contains(stdout, c.stdout) || !strings.Contains(stderr, c.stderr) {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, c.code, stdout, stderr)
+			}
+		})
+	}
+}

@@ -215,14 +215,14 @@ func (s *Store) loadRoutes() error {
 	return nil
 }
 
+// readJSON decodes one stored file. Unknown members are ignored, so a store written by a newer
+// turnout still opens after a downgrade.
 func readJSON(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
