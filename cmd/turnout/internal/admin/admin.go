@@ -1,13 +1,16 @@
 // Package admin serves turnout's operational HTTP endpoints: /metrics, /healthz and /readyz,
-// and Go's /debug/pprof/ profiles when configured.
+// Go's /debug/pprof/ profiles when configured, and the rules API (rules.go) when given a
+// RuleService; it also holds the rules API's client (client.go).
 //
-// Invariant: metrics come only from the registry the process created for itself (NewRegistry),
+// Invariants: metrics come only from the registry the process created for itself (NewRegistry),
 // never from the prometheus global registry, so that what /metrics shows is exactly what
-// turnout's modules registered on the Registerer they were given.
+// turnout's modules registered on the Registerer they were given; /metrics, /healthz and /readyz
+// are always open, while the rules API changes nothing without the configured bearer token.
 package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +19,7 @@ import (
 	"net/http/pprof"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,14 +60,27 @@ type Options struct {
 	Logger *slog.Logger
 	// Pprof adds Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines, ...).
 	Pprof bool
+	// TLSCertFile and TLSKeyFile, when set, make the listener serve HTTPS only.
+	TLSCertFile, TLSKeyFile string
+
+	// Rules backs the rules API under /rules; nil answers 503 until SetRules provides it.
+	Rules RuleService
+	// Token is the bearer token the rules API's writes (and reads, unless RulesReadOpen) need;
+	// empty makes the rules API read-only.
+	Token []byte
+	// RulesReadOpen lets reads of the rules API through without the token.
+	RulesReadOpen bool
+	// MaxUploadBytes caps an upload's body; 0 means DefaultMaxUploadBytes.
+	MaxUploadBytes int64
 }
 
 // Server is the admin HTTP server.
 type Server struct {
-	opts Options
-	srv  *http.Server
-	ln   net.Listener
-	done chan error
+	opts  Options
+	rules atomic.Pointer[RuleService]
+	srv   *http.Server
+	ln    net.Listener
+	done  chan error
 }
 
 // New returns a server that is not listening yet.
@@ -72,7 +89,11 @@ func New(opts Options) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts}
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if opts.Rules != nil {
+		s.rules.Store(&opts.Rules)
+	}
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)}
 	return s
 }
 
@@ -94,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	s.rulesRoutes(mux)
 	return mux
 }
 
@@ -116,12 +138,27 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "not ready: %s\n", strings.Join(notReady, ", "))
 }
 
-// Start listens on Options.Listen and serves on a new goroutine. It returns once the listener
-// is open, so a listen error (address in use) is returned here.
+// SetRules provides the rules API's service once the routes run; until then the API answers
+// 503. Safe on any goroutine.
+func (s *Server) SetRules(r RuleService) { s.rules.Store(&r) }
+
+// Start listens on Options.Listen and serves on a new goroutine, over TLS when a certificate is
+// configured. It returns once the listener is open, so a listen error (address in use) or a
+// certificate that does not load is returned here.
 func (s *Server) Start() error {
+	if s.opts.TLSCertFile != "" || s.opts.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCertFile, s.opts.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("admin tls: load admin.tls.cert_file %s / admin.tls.key_file %s: %w", s.opts.TLSCertFile, s.opts.TLSKeyFile, err)
+		}
+		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("admin listen %s: %w", s.opts.Listen, err)
+	}
+	if s.srv.TLSConfig != nil {
+		ln = tls.NewListener(ln, s.srv.TLSConfig)
 	}
 	s.ln = ln
 	s.done = make(chan error, 1)

@@ -81,6 +81,18 @@ type AdminConfig struct {
 	Listen *string `yaml:"listen"`
 	// Pprof serves Go's profiling endpoints under /debug/pprof/ on the admin listener.
 	Pprof bool `yaml:"pprof"`
+	// TokenFile and TokenEnv name where the rules API's bearer token is (admin.go: Token).
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+	// RulesReadOpen lets reads of the rules API through without the token.
+	RulesReadOpen bool `yaml:"rules_read_open"`
+	// MaxUploadBytes caps a rule upload; nil means DefaultMaxUploadBytes.
+	MaxUploadBytes *int64   `yaml:"max_upload_bytes"`
+	TLS            AdminTLS `yaml:"tls"`
+
+	// Token is the bearer token read from TokenFile or TokenEnv by Parse; empty when none is
+	// configured (the rules API is then read-only).
+	Token []byte `yaml:"-"`
 }
 
 // Addr returns the admin listen address with its default applied.
@@ -278,6 +290,7 @@ func Parse(path string, data []byte, opts Options) (*Config, error) {
 			c.add(valueLine(root, "admin", "listen"), "admin.listen", "invalid address %q: want host:port", a)
 		}
 	}
+	checkAdmin(c, root, &cfg.Admin, lookup)
 	if f.Broker.Kind != 0 && !isNull(&f.Broker) {
 		b := f.Broker
 		cfg.Broker = &b
