@@ -23,7 +23,7 @@ const rulesUsage = `usage: turnout rules <command> [flags]
 
 commands:
   test FILE --events DIR|FILE [--config C]   run a rule locally over sample events
-`
+` + rulesRemoteUsage
 
 // cmdRules dispatches the rules subcommands.
 func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -34,6 +34,8 @@ func cmdRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	switch args[0] {
 	case "test":
 		return cmdRulesTest(ctx, args[1:], stdout, stderr)
+	case "push", "list", "show", "activate", "rollback", "rm":
+		return cmdRulesRemote(ctx, args[0], args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, rulesUsage)
 		return 0

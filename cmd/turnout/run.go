@@ -13,8 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/turnout-router/turnout/cmd/turnout/internal/admin"
 	"github.com/turnout-router/turnout/cmd/turnout/internal/config"
+	"github.com/turnout-router/turnout/cmd/turnout/internal/rulestore"
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/hostabi"
 	"github.com/turnout-router/turnout/transports/mqtt"
@@ -111,20 +114,26 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 	var (
 		eng   atomic.Pointer[engine.Engine]
 		parts atomic.Pointer[config.Built]
+		adm   *admin.Server
 	)
 	if addr := cfg.Admin.Addr(); addr != "" {
-		adm := admin.New(admin.Options{
-			Listen:   addr,
-			Gatherer: reg,
-			Pprof:    cfg.Admin.Pprof,
-			Logger:   logger.With("component", "admin"),
-			Ready:    func() (bool, []string) { return readiness(eng.Load(), parts.Load()) },
+		adm = admin.New(admin.Options{
+			Listen:         addr,
+			Gatherer:       reg,
+			Pprof:          cfg.Admin.Pprof,
+			Logger:         logger.With("component", "admin"),
+			Ready:          func() (bool, []string) { return readiness(eng.Load(), parts.Load()) },
+			TLSCertFile:    cfg.Admin.TLS.CertFile,
+			TLSKeyFile:     cfg.Admin.TLS.KeyFile,
+			Token:          cfg.Admin.Token,
+			RulesReadOpen:  cfg.Admin.RulesReadOpen,
+			MaxUploadBytes: cfg.Admin.UploadLimit(),
 		})
 		if err := adm.Start(); err != nil {
 			return err
 		}
 		closers = append(closers, closer{"admin server", adm.Shutdown})
-		logger.Info("admin server listening", "addr", adm.Addr())
+		logger.Info("admin server listening", "addr", adm.Addr(), "tls", cfg.Admin.TLS.CertFile != "", "rules_api_writes", len(cfg.Admin.Token) > 0)
 	}
 
 	if cfg.Broker != nil {
@@ -149,8 +158,17 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		return fmt.Errorf("start rule host: %w", err)
 	}
 	closers = append(closers, closer{"rule host", host.Close})
+	validator, err := hostabi.NewHost(ctx, hostabi.Options{CacheDir: cacheDir, Logger: logger.With("component", "rules-validation"), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		return fmt.Errorf("start rule validation host: %w", err)
+	}
+	closers = append(closers, closer{"rule validation host", validator.Close})
 
-	built, err := config.Build(ctx, cfg, config.BuildOptions{Deps: deps, LoadRule: ruleLoader(host)})
+	store, err := rulestore.Open(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("open the rule store: %w", err)
+	}
+	built, err := config.Build(ctx, cfg, config.BuildOptions{Deps: deps, LoadRule: storedRuleLoader(host, store, logger.With("component", "rules"))})
 	if err != nil {
 		closers = append(closers, closer{"configured parts", built.CloseAll})
 		return err
@@ -184,9 +202,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 	}
 	eng.Store(e)
 	parts.Store(built)
+	if adm != nil {
+		adm.SetRules(newRuleService(store, host, validator, cfg, built.Switches, logger.With("component", "rules")))
+	}
 	logger.Info("turnout running", "version", version, "inputs", len(built.Inputs), "outputs", len(built.Outputs), "routes", len(built.Routes))
 
 	<-ctx.Done()
+	if adm != nil {
+		adm.SetRules(nil) // no change while the routes drain and the rules close
+	}
 	logger.Info("shutting down: draining in-flight messages", "drain_timeout", cfg.DrainTimeout)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()

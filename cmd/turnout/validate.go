@@ -119,14 +119,7 @@ func check(ctx context.Context, path string) (*config.Config, config.Errors) {
 // ruleLoader loads route rules through the rule host.
 func ruleLoader(host *hostabi.Host) config.RuleLoader {
 	return func(ctx context.Context, r *config.Route, wasm []byte) (engine.Rule, error) {
-		rule, err := host.Load(ctx, wasm, hostabi.RuleOptions{
-			Name:             r.Name,
-			Config:           r.Rule.ConfigJSON,
-			MemoryLimitPages: r.Rule.MemoryLimitPages,
-			Timeout:          r.Rule.Timeout,
-			PoolSize:         r.Rule.PoolSize,
-			AllowClock:       r.Rule.AllowClock,
-		})
+		rule, err := host.Load(ctx, wasm, ruleOptions(r, nil))
 		if err != nil {
 			return nil, err
 		}
