@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -77,22 +78,33 @@ func ruleOptions(r *config.Route, defaultConfig []byte) hostabi.RuleOptions {
 // when there is one (so that activations survive a restart), else the configured file.
 func storedRuleLoader(host *hostabi.Host, store *rulestore.Store, log *slog.Logger) config.RuleLoader {
 	return func(ctx context.Context, r *config.Route, wasm []byte) (engine.Rule, error) {
-		if st, ok := store.Route(r.Name); ok {
-			v, err := store.Get(st.Active)
-			if err != nil {
-				return nil, fmt.Errorf("stored active version of route %s: %w", r.Name, err)
-			}
-			stored, err := store.Wasm(st.Active)
-			if err != nil {
-				return nil, fmt.Errorf("stored active version of route %s: %w", r.Name, err)
-			}
-			log.Info("route runs its stored active rule version, not the configured file", "route", r.Name,
-				"version", st.Active, "file", r.Rule.Path, "activated_by", st.UpdatedBy, "activated_at", st.UpdatedAt)
-			wasm = stored
-			return host.Load(ctx, wasm, ruleOptions(r, v.DefaultConfig))
+		st, ok := store.Route(r.Name)
+		if !ok {
+			return host.Load(ctx, wasm, ruleOptions(r, nil))
 		}
-		return host.Load(ctx, wasm, ruleOptions(r, nil))
+		rule, err := loadStored(ctx, host, store, r, st.Active)
+		if err != nil {
+			return nil, fmt.Errorf("the route's stored active version %s (activated by %q at %s), not the file, is loaded: %w;"+
+				" to start from the configured file instead, remove the route's file under %s",
+				st.Active, st.UpdatedBy, st.UpdatedAt.Format(time.RFC3339), err, filepath.Join(store.Dir(), "routes"))
+		}
+		log.Info("route runs its stored active rule version, not the configured file", "route", r.Name,
+			"version", st.Active, "file", r.Rule.Path, "activated_by", st.UpdatedBy, "activated_at", st.UpdatedAt)
+		return rule, nil
 	}
+}
+
+// loadStored loads stored version sum with route r's options.
+func loadStored(ctx context.Context, host *hostabi.Host, store *rulestore.Store, r *config.Route, sum string) (*hostabi.Rule, error) {
+	v, err := store.Get(sum)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	wasm, err := store.Wasm(sum)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return host.Load(ctx, wasm, ruleOptions(r, v.DefaultConfig))
 }
 
 // route returns the route named name, or an error wrapping admin.ErrRouteNotFound.
@@ -277,6 +289,7 @@ func (s *ruleService) recordConfigured(ctx context.Context, r *config.Route) err
 	if _, err := s.store.Activate(r.Name, v.SHA256, "config"); err != nil {
 		return fmt.Errorf("record the configured rule of route %s: %w", r.Name, err)
 	}
+	s.log.Info("configured rule file recorded as the route's first stored version, for rollback", "route", r.Name, "file", r.Rule.Path, "version", v.SHA256)
 	return nil
 }
 
@@ -306,15 +319,7 @@ func (s *ruleService) swap(ctx context.Context, r *config.Route, sum, by string,
 	if old == sum {
 		return admin.Change{Route: r.Name, Old: old, New: sum}, nil
 	}
-	v, err := s.store.Get(sum)
-	if err != nil {
-		return admin.Change{}, storeError(err)
-	}
-	wasm, err := s.store.Wasm(sum)
-	if err != nil {
-		return admin.Change{}, storeError(err)
-	}
-	rule, err := s.host.Load(ctx, wasm, ruleOptions(r, v.DefaultConfig))
+	rule, err := loadStored(ctx, s.host, s.store, r, sum)
 	if err != nil {
 		return admin.Change{}, fmt.Errorf("load version %s for route %s: %w", sum, r.Name, err)
 	}
