@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turnout-router/turnout/internal/rulebuild"
 	"github.com/turnout-router/turnout/internal/testutil"
@@ -189,5 +191,62 @@ routes:
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+	}
+}
+
+// TestRunAdminTLS runs turnout with admin.tls and admin.token_env: the admin listener speaks
+// HTTPS only, `turnout rules` reaches it with the CA, reads are open (rules_read_open) and
+// writes need the token.
+func TestRunAdminTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testutil.WriteCerts(t, dir, "127.0.0.1")
+	adminAddr := testutil.FreeAddr(t)
+	t.Setenv("TEST_ADMIN_TOKEN", "tls-token-0123456789abcdef")
+	path := writeConfig(t, dir, fmt.Sprintf(`
+data_dir: "%s"
+admin:
+  listen: "%s"
+  token_env: TEST_ADMIN_TOKEN
+  rules_read_open: true
+  tls: { cert_file: "%s", key_file: "%s" }
+inputs: { a: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [a], outputs: [out] } }
+`, filepath.Join(dir, "data"), adminAddr, certFile, keyFile))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr testutil.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- cli(ctx, []string{"run", "-c", path}, io.Discard, &stderr) }()
+	t.Setenv(envAdmin, "https://"+adminAddr)
+	t.Setenv(envAdminCA, caFile)
+	t.Setenv(envAdminToken, "")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, stdout, errOut := runCLI(context.Background(), "rules", "list")
+		if code == 0 {
+			if !strings.Contains(stdout, "VERSION") {
+				t.Errorf("list over TLS printed %q", stdout)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rules list over TLS never succeeded: %s\nturnout: %s", errOut, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, _, errOut := runCLI(context.Background(), "rules", "rm", "abcd"); code != 1 || !strings.Contains(errOut, "unauthorized") {
+		t.Errorf("rm without the token = %d %q, want 1 unauthorized", code, errOut)
+	}
+	t.Setenv(envAdminToken, "tls-token-0123456789abcdef")
+	if code, _, errOut := runCLI(context.Background(), "rules", "rm", "abcd"); code != 1 || !strings.Contains(errOut, "version_not_found") {
+		t.Errorf("rm of an unknown version with the token = %d %q, want 1 version_not_found", code, errOut)
+	}
+	if code, _, err := httpGet("http://" + adminAddr + "/healthz"); err == nil && code == 200 {
+		t.Errorf("plain HTTP answered on the TLS admin listener")
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit %d; stderr:\n%s", code, stderr.String())
 	}
 }

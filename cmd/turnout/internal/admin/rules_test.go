@@ -337,3 +337,25 @@ func TestRulesUnavailableUntilSet(t *testing.T) {
 		t.Errorf("GET /rules after SetRules(nil) = %d, want 503", status)
 	}
 }
+
+// FuzzUpload feeds the upload handler arbitrary bodies, content types and queries: every answer
+// is a JSON object, never a 500.
+func FuzzUpload(f *testing.F) {
+	f.Add([]byte("\x00asm\x01\x00\x00\x00"), "application/wasm", "route=care&activate=true")
+	f.Add([]byte("--b\r\nContent-Disposition: form-data; name=\"wasm\"\r\n\r\n\x00asm\r\n--b--\r\n"), "multipart/form-data; boundary=b", "")
+	f.Add([]byte("fail:compile"), "", "config=%7B%7D")
+	f.Add([]byte{}, "multipart/form-data", "activate=maybe")
+	h := admin.New(admin.Options{Gatherer: prometheus.NewRegistry(), Rules: admintest.New("care"), Token: []byte(token), MaxUploadBytes: 4096}).Handler()
+	f.Fuzz(func(t *testing.T, body []byte, ctype, query string) {
+		req := httptest.NewRequest("POST", "/rules/versions", bytes.NewReader(body))
+		req.URL.RawQuery = query
+		req.Header.Set("Content-Type", ctype)
+		req.Header.Set("Authorization", "Bearer "+token)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		var v map[string]any
+		if w.Code >= 500 || json.Unmarshal(w.Body.Bytes(), &v) != nil {
+			t.Fatalf("answer %d %q", w.Code, w.Body.String())
+		}
+	})
+}
