@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnout-router/turnout/cmd/turnout/internal/rulestore"
 	"github.com/turnout-router/turnout/internal/rulebuild"
 	"github.com/turnout-router/turnout/internal/testutil"
 )
@@ -23,11 +22,6 @@ func withCustomSection(wasm []byte, name string) []byte {
 	payload := append(append([]byte{byte(len(name))}, name...), "test"...)
 	out := append([]byte{}, wasm...)
 	return append(append(out, 0, byte(len(payload))), payload...)
-}
-
-func sum256(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // metricLine returns the value of one series on /metrics ("" when absent).
@@ -47,8 +41,9 @@ func metricLine(t *testing.T, adminAddr, series string) string {
 
 // TestRulesLifecycleEndToEnd runs turnout with a rule, pushes and activates a new version with
 // the CLI, sees events decided by it (counted per version), refuses a version whose init
-// rejects the route's configuration, rolls back, and finds the activated version still active
-// after a restart with the same data_dir.
+// rejects the route's configuration, rolls back, finds the activated version still active
+// after a restart with the same data_dir, and finds a changed configured rule file active after
+// the next restart.
 func TestRulesLifecycleEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Wasm rules with the Go toolchain; run without -short")
@@ -71,7 +66,7 @@ func TestRulesLifecycleEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	id1, id2 := sum256(v1), sum256(v2)
+	id1, id2 := rulestore.Sum(v1), rulestore.Sum(v2)
 	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	path := writeConfig(t, dir, fmt.Sprintf(`
 data_dir: "%s"
@@ -191,6 +186,29 @@ routes:
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+	}
+
+	// The operator changes the rule file the configuration names: the latest change wins, so
+	// after a restart the file's new bytes are active, and a rollback returns to the version
+	// the admin API had activated.
+	if err := os.WriteFile(filepath.Join(dir, "v1.wasm"), v3, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id3 := rulestore.Sum(v3)
+	r = startRun(t, path, adminAddr)
+	post(t, 1)
+	if c3, a := calls(t, id3), active(t, id3); c3 != "1" || a != "1" {
+		t.Errorf("after changing the configured file: calls of its version %q, active %q; want 1 and 1", c3, a)
+	}
+	out = rules(t, 0, "rollback", "--route", "care")
+	if !strings.Contains(out, "route care: active version "+id2+" (was "+id3+")") {
+		t.Errorf("rollback after the configured file changed printed:\n%s", out)
+	}
+	if code := r.stop(t); code != 0 {
+		t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+	}
+	if !strings.Contains(r.stderr.String(), "the configured rule file changed since it was last recorded") {
+		t.Errorf("no log line for the changed rule file; stderr:\n%s", r.stderr.String())
 	}
 }
 

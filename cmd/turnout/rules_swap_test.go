@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnout-router/turnout/cmd/turnout/internal/rulestore"
 	"github.com/turnout-router/turnout/internal/rulebuild"
 	"github.com/turnout-router/turnout/internal/testutil"
 )
@@ -32,7 +33,7 @@ func TestRulesHotSwapUnderLoad(t *testing.T) {
 		t.Fatalf("build rule: %v", err)
 	}
 	v2 := withCustomSection(v1, "turnout-test-swap")
-	id1, id2 := sum256(v1), sum256(v2)
+	id1, id2 := rulestore.Sum(v1), rulestore.Sum(v2)
 	for name, b := range map[string][]byte{"v1.wasm": v1, "v2.wasm": v2, "token": []byte("swap-token-0123456789abcdef\n")} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)

@@ -75,10 +75,35 @@ func ruleOptions(r *config.Route, defaultConfig []byte) hostabi.RuleOptions {
 }
 
 // storedRuleLoader loads each route's rule: the version the store names active for the route
-// when there is one (so that activations survive a restart), else the configured file.
+// when there is one (so that activations survive a restart), else the configured file. When the
+// configured file's bytes differ from those the store last recorded for the route, the operator
+// changed the configuration since: the file is recorded and becomes the active version (the
+// one it replaces stays in the route's history, for rollback). The latest change wins, whether
+// it came through the admin API or the configuration.
 func storedRuleLoader(host *hostabi.Host, store *rulestore.Store, log *slog.Logger) config.RuleLoader {
 	return func(ctx context.Context, r *config.Route, wasm []byte) (engine.Rule, error) {
 		st, ok := store.Route(r.Name)
+		if ok && st.Configured != "" && st.Configured != rulestore.Sum(wasm) {
+			rule, err := host.Load(ctx, wasm, ruleOptions(r, nil))
+			if err != nil {
+				return nil, err
+			}
+			rep := rulestore.Validate(ctx, host, wasm, ruleOptions(r, nil), nil)
+			if rep.OK {
+				if _, _, err = store.Put(wasm, rep, rulestore.Meta{UploadedBy: "config", Description: "configured rule file " + r.Rule.Path}); err == nil {
+					_, err = store.RecordConfigured(r.Name, rep.SHA256)
+				}
+			} else {
+				err = fmt.Errorf("%s: %s", rep.Error.Code, rep.Error.Detail)
+			}
+			if err != nil {
+				_ = rule.Close(ctx)
+				return nil, fmt.Errorf("record the changed rule file %s of route %s: %w", r.Rule.Path, r.Name, err)
+			}
+			log.Info("the configured rule file changed since it was last recorded: it is the route's active version now",
+				"route", r.Name, "file", r.Rule.Path, "version", rep.SHA256, "replaced", st.Active)
+			return rule, nil
+		}
 		if !ok {
 			return host.Load(ctx, wasm, ruleOptions(r, nil))
 		}
@@ -286,7 +311,7 @@ func (s *ruleService) recordConfigured(ctx context.Context, r *config.Route) err
 	if err != nil {
 		return fmt.Errorf("record the configured rule of route %s: %w", r.Name, err)
 	}
-	if _, err := s.store.Activate(r.Name, v.SHA256, "config"); err != nil {
+	if _, err := s.store.RecordConfigured(r.Name, v.SHA256); err != nil {
 		return fmt.Errorf("record the configured rule of route %s: %w", r.Name, err)
 	}
 	s.log.Info("configured rule file recorded as the route's first stored version, for rollback", "route", r.Name, "file", r.Rule.Path, "version", v.SHA256)

@@ -76,6 +76,10 @@ type Route struct {
 	History   []string  `json:"history"`
 	UpdatedAt time.Time `json:"updated_at"`
 	UpdatedBy string    `json:"updated_by,omitempty"`
+	// Configured is the version of the rule file the route's configuration named when it was
+	// last recorded (RecordConfigured): at start, a file with other bytes means the operator
+	// changed the configuration since, and it takes over from the stored active version.
+	Configured string `json:"configured,omitempty"`
 }
 
 // Store is the rule store. It is safe for concurrent use: one sync.RWMutex (mu) guards the
@@ -161,7 +165,7 @@ func (s *Store) loadVersions() error {
 		if err != nil {
 			return fmt.Errorf("%s: its module: %w", path, err)
 		}
-		if got := sha(b); got != sum || int64(len(b)) != v.Size {
+		if got := Sum(b); got != sum || int64(len(b)) != v.Size {
 			return fmt.Errorf("%s: %d bytes with SHA-256 %s, want %d bytes with %s", blob, len(b), got, v.Size, sum)
 		}
 		s.versions[sum] = &v
@@ -236,7 +240,8 @@ func isSum(s string) bool {
 	return err == nil && strings.ToLower(s) == s
 }
 
-func sha(b []byte) string {
+// Sum is a module's identity in the store: the SHA-256 of its bytes, in hex.
+func Sum(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
@@ -302,7 +307,7 @@ func writeJSON(dir, name string, v any) error {
 // are already stored changes nothing and returns the stored version with created false (the
 // first upload's metadata stays). It takes mu for writing.
 func (s *Store) Put(wasm []byte, rep *Report, m Meta) (Version, bool, error) {
-	sum := sha(wasm)
+	sum := Sum(wasm)
 	if rep == nil || !rep.OK || rep.SHA256 != sum {
 		return Version{}, false, fmt.Errorf("rulestore put %s: %w: validate these bytes first", short(sum), ErrNotValidated)
 	}
@@ -359,7 +364,7 @@ func (s *Store) Wasm(sum string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rulestore read %s: %w", short(sum), err)
 	}
-	if sha(b) != sum {
+	if Sum(b) != sum {
 		return nil, fmt.Errorf("rulestore read %s: the stored module's bytes changed on disk", short(sum))
 	}
 	return b, nil
@@ -435,6 +440,17 @@ func cloneRoute(r *Route) Route {
 // the end of the history (at most HistoryLimit kept). Activating the active version changes
 // nothing. It takes mu for writing.
 func (s *Store) Activate(route, sum, by string) (Route, error) {
+	return s.activate(route, sum, by, false)
+}
+
+// RecordConfigured activates version sum, the rule file route's configuration names, on behalf
+// of the configuration ("config"), and remembers it as the route's configured version.
+func (s *Store) RecordConfigured(route, sum string) (Route, error) {
+	return s.activate(route, sum, "config", true)
+}
+
+// activate implements Activate and RecordConfigured. It takes mu for writing.
+func (s *Store) activate(route, sum, by string, configured bool) (Route, error) {
 	if route == "" {
 		return Route{}, errors.New("rulestore activate: empty route name")
 	}
@@ -444,11 +460,20 @@ func (s *Store) Activate(route, sum, by string) (Route, error) {
 		return Route{}, fmt.Errorf("rulestore activate %s on %s: version %w", short(sum), route, ErrNotFound)
 	}
 	next := &Route{Name: route}
+	if configured {
+		next.Configured = sum
+	}
 	if cur := s.routes[route]; cur != nil {
-		if cur.Active == sum {
+		if !configured {
+			next.Configured = cur.Configured
+		}
+		if cur.Active == sum && cur.Configured == next.Configured {
 			return cloneRoute(cur), nil
 		}
-		next.History = append(slices.Clone(cur.History), cur.Active)
+		next.History = slices.Clone(cur.History)
+		if cur.Active != sum {
+			next.History = append(next.History, cur.Active)
+		}
 		if len(next.History) > HistoryLimit {
 			next.History = next.History[len(next.History)-HistoryLimit:]
 		}
@@ -474,7 +499,8 @@ func (s *Store) Rollback(route, by string) (Route, error) {
 		return Route{}, fmt.Errorf("rulestore rollback %s: %w", route, ErrNoPrevious)
 	}
 	n := len(cur.History)
-	next := &Route{Name: route, Active: cur.History[n-1], History: slices.Clone(cur.History[:n-1]), UpdatedAt: s.now().UTC(), UpdatedBy: by}
+	next := &Route{Name: route, Active: cur.History[n-1], History: slices.Clone(cur.History[:n-1]), UpdatedAt: s.now().UTC(), UpdatedBy: by,
+		Configured: cur.Configured}
 	if err := writeJSON(filepath.Join(s.dir, "routes"), routeFile(route), next); err != nil {
 		return Route{}, fmt.Errorf("rulestore rollback %s: %w", route, err)
 	}

@@ -20,7 +20,7 @@ func module(t testing.TB) ([]byte, *Report) {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	return b, &Report{SHA256: sha(b), Size: int64(len(b)), ABIVersion: 1, Exports: []string{"memory", "turnout_decide"}, OK: true}
+	return b, &Report{SHA256: Sum(b), Size: int64(len(b)), ABIVersion: 1, Exports: []string{"memory", "turnout_decide"}, OK: true}
 }
 
 func open(t testing.TB, dir string) *Store {
@@ -52,7 +52,7 @@ func TestPutGet(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("Put = %v, created %v", err, created)
 	}
-	want := Version{SHA256: sha(b), Size: 64, ABIVersion: 1, Exports: []string{"memory", "turnout_decide"}, UploadedAt: at, UploadedBy: "ops", Description: "first", DefaultConfig: []byte(`{"outputs":["a"]}`)}
+	want := Version{SHA256: Sum(b), Size: 64, ABIVersion: 1, Exports: []string{"memory", "turnout_decide"}, UploadedAt: at, UploadedBy: "ops", Description: "first", DefaultConfig: []byte(`{"outputs":["a"]}`)}
 	check := func(t *testing.T, got Version) {
 		t.Helper()
 		if got.SHA256 != want.SHA256 || got.Size != want.Size || got.ABIVersion != 1 || !slices.Equal(got.Exports, want.Exports) ||
@@ -75,12 +75,12 @@ func TestPutGet(t *testing.T) {
 	})
 	t.Run("bytes and metadata survive a reopen", func(t *testing.T) {
 		s2 := open(t, dir)
-		got, err := s2.Get(sha(b))
+		got, err := s2.Get(Sum(b))
 		if err != nil {
 			t.Fatal(err)
 		}
 		check(t, got)
-		wasm, err := s2.Wasm(sha(b))
+		wasm, err := s2.Wasm(Sum(b))
 		if err != nil || string(wasm) != string(b) {
 			t.Errorf("Wasm = %v, %v", len(wasm), err)
 		}
@@ -106,7 +106,7 @@ func TestPutGet(t *testing.T) {
 				}
 			})
 		}
-		if _, err := s.Get(sha(other)); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Get(Sum(other)); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Get of a refused version = %v, want ErrNotFound", err)
 		}
 	})
@@ -186,6 +186,43 @@ func TestActivateRollbackDelete(t *testing.T) {
 	}
 }
 
+// TestRecordConfigured checks that the version recorded for the configuration is remembered
+// through activations, rollbacks and a reopen, and that recording the active version again
+// only updates what is remembered.
+func TestRecordConfigured(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	v1, v2 := put(t, s, Meta{}), put(t, s, Meta{})
+	check := func(r Route, err error, active, configured string, history ...string) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Active != active || r.Configured != configured || !slices.Equal(r.History, history) {
+			t.Fatalf("route = active %s configured %s history %v, want %s %s %v",
+				short(r.Active), short(r.Configured), r.History, short(active), short(configured), history)
+		}
+	}
+	r, err := s.RecordConfigured("care", v1.SHA256)
+	check(r, err, v1.SHA256, v1.SHA256)
+	if r.UpdatedBy != "config" {
+		t.Errorf("recorded by %q, want config", r.UpdatedBy)
+	}
+	r, err = s.Activate("care", v2.SHA256, "ops")
+	check(r, err, v2.SHA256, v1.SHA256, v1.SHA256)
+	r, err = s.Rollback("care", "ops")
+	check(r, err, v1.SHA256, v1.SHA256)
+	r, err = s.Activate("care", v2.SHA256, "ops")
+	check(r, err, v2.SHA256, v1.SHA256, v1.SHA256)
+	r, err = s.RecordConfigured("care", v2.SHA256) // the file now holds the active version
+	check(r, err, v2.SHA256, v2.SHA256, v1.SHA256)
+	r, ok := open(t, dir).Route("care")
+	if !ok {
+		t.Fatal("route lost on reopen")
+	}
+	check(r, nil, v2.SHA256, v2.SHA256, v1.SHA256)
+}
+
 func TestHistoryLimit(t *testing.T) {
 	s := open(t, t.TempDir())
 	var all []string
@@ -243,9 +280,9 @@ func TestCrashLeftovers(t *testing.T) {
 	orphan, _ := module(t)
 	leftovers := map[string][]byte{
 		"blobs/" + tmpPrefix + "1":       orphan[:10],
-		"blobs/" + sha(orphan) + ".wasm": orphan, // the upload died before its metadata
-		"versions/" + tmpPrefix + "2":    []byte(`{"sha256":"` + sha(orphan) + `","si`),
-		"routes/" + tmpPrefix + "3":      []byte(`{"route":"care","active":"` + sha(orphan) + `"}`),
+		"blobs/" + Sum(orphan) + ".wasm": orphan, // the upload died before its metadata
+		"versions/" + tmpPrefix + "2":    []byte(`{"sha256":"` + Sum(orphan) + `","si`),
+		"routes/" + tmpPrefix + "3":      []byte(`{"route":"care","active":"` + Sum(orphan) + `"}`),
 		"routes/" + tmpPrefix + "4":      nil,
 	}
 	for name, b := range leftovers {
@@ -266,7 +303,7 @@ func TestCrashLeftovers(t *testing.T) {
 		t.Errorf("route after reopen = %+v, want %s active", r, short(v.SHA256))
 	}
 	// The interrupted upload can be done again.
-	if _, created, err := s2.Put(orphan, &Report{SHA256: sha(orphan), OK: true}, Meta{}); err != nil || !created {
+	if _, created, err := s2.Put(orphan, &Report{SHA256: Sum(orphan), OK: true}, Meta{}); err != nil || !created {
 		t.Errorf("Put after the crash = %v, created %v", err, created)
 	}
 }

@@ -40,7 +40,7 @@ type Report struct {
 // loaded rule is closed before Validate returns. Called by the admin API before Put, from any
 // goroutine; ctx bounds the load and the samples.
 func Validate(ctx context.Context, host *hostabi.Host, wasm []byte, o hostabi.RuleOptions, samples []ruletest.Sample) *Report {
-	rep := &Report{SHA256: sha(wasm), Size: int64(len(wasm))}
+	rep := &Report{SHA256: Sum(wasm), Size: int64(len(wasm))}
 	rule, err := host.Load(ctx, wasm, o)
 	if err != nil {
 		code := CodeInternal

@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			rep := Validate(ctx, host, c.wasm, hostabi.RuleOptions{Name: "care", Config: c.config}, c.samples)
-			if rep.SHA256 != sha(c.wasm) || rep.Size != int64(len(c.wasm)) {
+			if rep.SHA256 != Sum(c.wasm) || rep.Size != int64(len(c.wasm)) {
 				t.Errorf("report names %s/%d, want the module's hash and size", rep.SHA256, rep.Size)
 			}
 			if c.code == "" {
