@@ -110,6 +110,8 @@ type Server interface {
 const (
 	wait  = 20 * time.Second // for anything the suite expects to happen
 	quiet = time.Second      // silence that ends "everything that comes back"
+	// closeWait bounds Close of an input that holds unsettled messages.
+	closeWait = 2 * time.Second
 )
 
 // Run runs the conformance suite as subtests of t.
@@ -146,7 +148,8 @@ func (h Harness) has(m Mode) bool {
 }
 
 // StartInput starts in with a fresh testutil.Dispatcher and waits until it is ready; the test's
-// cleanup closes it. Close stops it earlier.
+// cleanup closes it. The returned func closes it earlier, as a crash of the consuming side would
+// (unsettled messages stay unsettled).
 func StartInput(t *testing.T, in engine.Source) (*testutil.Dispatcher, func()) {
 	t.Helper()
 	d := testutil.NewDispatcher()
@@ -161,10 +164,13 @@ func StartInput(t *testing.T, in engine.Source) (*testutil.Dispatcher, func()) {
 			return
 		}
 		closed = true
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		// A source may wait in Close for the settlements of messages it dispatched; the suite
+		// leaves some unsettled on purpose, so it gives Close a short deadline and only logs
+		// its error: what matters is what the server redelivers afterwards.
+		ctx, cancel := context.WithTimeout(context.Background(), closeWait)
 		defer cancel()
 		if err := in.Close(ctx); err != nil {
-			t.Errorf("input close: %v", err)
+			t.Logf("input close with unsettled messages: %v", err)
 		}
 	}
 	t.Cleanup(stop)
