@@ -10,10 +10,8 @@ import (
 	"mime"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"sort"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -146,12 +144,9 @@ func decodeBinary(h http.Header, body []byte) (*event.Event, error) {
 		if len(vs) != 1 || clean[ck] != nil {
 			return nil, badRequest(-1, name, "header %s given more than once", k)
 		}
-		v, err := url.PathUnescape(vs[0])
+		v, err := decodeHeaderValue(vs[0])
 		if err != nil {
-			return nil, badRequest(-1, name, "header %s: bad percent-encoding: %v", k, err)
-		}
-		if !utf8.ValidString(v) {
-			return nil, badRequest(-1, name, "header %s: value is not UTF-8 after percent-decoding", k)
+			return nil, badRequest(-1, name, "header %s: %v", k, err)
 		}
 		clean[ck] = []string{v}
 	}
