@@ -22,8 +22,9 @@ import (
 // binary and structured mode; restarts use a private node (StopApp/StartApp).
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, transporttest.Harness{
-		Modes:      []transporttest.Mode{transporttest.Binary, transporttest.Structured},
-		CanRestart: true,
+		Modes:           []transporttest.Mode{transporttest.Binary, transporttest.Structured},
+		CanRestart:      true,
+		TypedExtensions: true,
 		Server: func(t *testing.T, restartable bool) transporttest.Server {
 			if restartable {
 				return &confServer{node: amqptest.Start(t), private: true}
@@ -95,27 +96,14 @@ func (s *confServer) PublishRaw(t *testing.T, dest, contentType string, body []b
 	s.send(t, dest, m)
 }
 
+// send sends m to dest on a connection of its own and requires Accepted.
 func (s *confServer) send(t *testing.T, dest string, m *amqp.Message) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, ss := s.conn(t, ctx)
 	defer c.Close()
-	snd, err := ss.NewSender(ctx, dest, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration})
-	if err != nil {
-		t.Fatalf("harness sender %s: %v", dest, err)
-	}
-	r, err := snd.SendWithReceipt(ctx, m, nil)
-	if err != nil {
-		t.Fatalf("harness send %s: %v", dest, err)
-	}
-	st, err := r.Wait(ctx)
-	if err != nil {
-		t.Fatalf("harness send %s: %v", dest, err)
-	}
-	if _, ok := st.(*amqp.StateAccepted); !ok {
-		t.Fatalf("harness send %s: state %T", dest, st)
-	}
+	rawSend(t, ss, dest, m)
 }
 
 func (s *confServer) Fetch(t *testing.T, dest string, within time.Duration) (*event.Event, transporttest.Mode) {
@@ -176,9 +164,11 @@ func confEncode(t *testing.T, mode transporttest.Mode, e *event.Event) *amqp.Mes
 		p["cloudEvents_time"] = v
 	}
 	for k, v := range e.Extensions() {
-		switch v.(type) {
+		switch v := v.(type) {
 		case string, int32, bool, []byte:
 			p["cloudEvents_"+k] = v
+		case types.Timestamp:
+			p["cloudEvents_"+k] = v.Time // an AMQP timestamp
 		default:
 			s, err := types.Format(v)
 			if err != nil {

@@ -36,7 +36,8 @@
 //   - reconnect: after the server restarts, the input and the output work again, and events
 //     that were unsettled or sent before the restart are not lost.
 //   - round trips in every mode of Modes, in both directions: every attribute and extension
-//     (compared with ce.Diff), binary data, and events of 64 KiB.
+//     (compared with ce.Diff; typed extensions where TypedExtensions says the binary mode
+//     keeps types), binary data (data_base64 in JSON), events of 64 KiB, events without data.
 //   - malformed: a message that is not a CloudEvent reaches the engine with DecodeErr and Raw
 //     set, and is acknowledged once the engine settles it (it dead-letters it), not redelivered.
 package transporttest
@@ -74,6 +75,11 @@ type Harness struct {
 	Modes []Mode
 	// CanRestart says that Server(t, true) returns a server whose Restart works.
 	CanRestart bool
+	// TypedExtensions says that binary mode carries the CloudEvents type of an extension
+	// (AMQP application properties do; string headers of HTTP, Kafka and NATS do not): the
+	// binary round trips then also carry Integer, Boolean, Binary and Timestamp extensions and
+	// expect them back with their types.
+	TypedExtensions bool
 	// Server returns the server for one subtest (see the package documentation).
 	Server func(t *testing.T, restartable bool) Server
 }
@@ -252,6 +258,15 @@ func binaryEvent(id string) *event.Event {
 	return e
 }
 
+func typedEvent(id string) *event.Event {
+	e := Event(id)
+	e.SetExtension("count", int32(-42))
+	e.SetExtension("flag", true)
+	e.SetExtension("blob", []byte{0, 0xff, 7})
+	e.SetExtension("seen", time.Date(2026, 1, 2, 3, 4, 5, 6000000, time.UTC))
+	return e
+}
+
 func bigEvent(id string) *event.Event {
 	e := Event(id)
 	_ = e.SetData("text/plain", bytes.Repeat([]byte("0123456789abcdef"), 64<<10/16))
@@ -312,10 +327,7 @@ func delivery(t *testing.T, h Harness) {
 		dest := srv.Dest(t)
 		d, stop := StartInput(t, srv.Input(t, dest))
 		want := h.publishN(t, srv, dest, "in", 5)
-		var got []testutil.Dispatched
-		for range want {
-			got = append(got, d.Next(t, wait))
-		}
+		got := nextN(t, d, len(want))
 		if g := ids(t, got); !equal(g, want) {
 			t.Fatalf("dispatched %v, want %v", g, want)
 		}
@@ -338,10 +350,7 @@ func nack(t *testing.T, h Harness) {
 	dest := srv.Dest(t)
 	d, stop := StartInput(t, srv.Input(t, dest))
 	want := h.publishN(t, srv, dest, "nack", 6)
-	var got []testutil.Dispatched
-	for range want {
-		got = append(got, d.Next(t, wait))
-	}
+	got := nextN(t, d, len(want))
 	sort.Slice(got, func(i, j int) bool { return got[i].M.Event.ID() < got[j].M.Event.ID() })
 	acked, nacked := ids(t, got[:3]), ids(t, got[3:])
 	settleAll(got[:3], nil)
@@ -366,9 +375,7 @@ func reconnect(t *testing.T, h Harness) {
 	StartOutput(t, o)
 
 	before := h.publishN(t, srv, inDest, "before", 3)
-	for range before {
-		d.Next(t, wait) // dispatched, left unsettled: the restart must not lose them
-	}
+	nextN(t, d, len(before)) // dispatched, left unsettled: the restart must not lose them
 	e1 := Event("sent-before")
 	send(t, o, e1, wait)
 
@@ -406,7 +413,7 @@ func roundTrip(t *testing.T, h Harness, m Mode) {
 	d, _ := StartInput(t, srv.Input(t, inDest))
 	o := srv.Output(t, outDest, m)
 	StartOutput(t, o)
-	for _, c := range []struct {
+	cases := []struct {
 		name string
 		e    *event.Event
 	}{
@@ -414,7 +421,14 @@ func roundTrip(t *testing.T, h Harness, m Mode) {
 		{"binary data", binaryEvent("rt-bin")},
 		{"64KiB", bigEvent("rt-big")},
 		{"no data", func() *event.Event { e := Event("rt-nodata"); e.DataEncoded = nil; e.SetDataContentType(""); return e }()},
-	} {
+	}
+	if m == Binary && h.TypedExtensions {
+		cases = append(cases, struct {
+			name string
+			e    *event.Event
+		}{"typed extensions", typedEvent("rt-typed")})
+	}
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			send(t, o, c.e, wait)
 			got, gm := srv.Fetch(t, outDest, wait)
@@ -465,6 +479,16 @@ func malformed(t *testing.T, h Harness) {
 			diff(t, "after a malformed message", e, y.M.Event)
 		})
 	}
+}
+
+// nextN waits for the next n dispatched messages, leaving them unsettled.
+func nextN(t *testing.T, d *testutil.Dispatcher, n int) []testutil.Dispatched {
+	t.Helper()
+	out := make([]testutil.Dispatched, 0, n)
+	for range n {
+		out = append(out, d.Next(t, wait))
+	}
+	return out
 }
 
 func settleAll(xs []testutil.Dispatched, err error) {
