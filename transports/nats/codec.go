@@ -1,0 +1,200 @@
+package nats
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"mime"
+	"net/url"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2/binding/spec"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+
+	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/ce"
+)
+
+// cePrefix starts the header of every attribute in binary mode [CE-NATS-3.1.3.1].
+const cePrefix = "ce-"
+
+// headerContentType carries the format in structured mode [CE-NATS-3.2.1].
+const headerContentType = "Content-Type"
+
+// contextAttrs are the context attributes of CloudEvents 1.0 and 0.3 in writing order.
+var contextAttrs = []string{"specversion", "id", "source", "type", "subject", "datacontenttype", "dataschema", "time"}
+
+// encodeBinary renders e in binary mode [CE-NATS-3.1]: one ce-<name> header per attribute and
+// extension present, datacontenttype included, values percent-encoded [CE-HTTP-3.1.3.2]; the
+// data's bytes are the payload.
+func encodeBinary(subject string, e *event.Event) *nats.Msg {
+	m := nats.NewMsg(subject)
+	for _, name := range contextAttrs {
+		if v := ce.AttrString(e, name); v != "" {
+			m.Header[cePrefix+name] = []string{percentEncode(v)}
+		}
+	}
+	for name := range e.Extensions() {
+		m.Header[cePrefix+name] = []string{percentEncode(ce.AttrString(e, name))}
+	}
+	m.Data = e.Data()
+	return m
+}
+
+// encodeStructured renders e in structured mode [CE-NATS-3.2]: the JSON format as payload.
+func encodeStructured(subject string, e *event.Event) (*nats.Msg, error) {
+	b, err := ce.EncodeStructured(e)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(subject)
+	m.Header[headerContentType] = []string{ce.ContentTypeJSON}
+	m.Data = b
+	return m, nil
+}
+
+// percentEncode escapes space, '"', '%' and every byte outside printable ASCII as %XX of its
+// UTF-8 bytes [CE-HTTP-3.1.3.2].
+func percentEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= 0x20 || c == '"' || c == '%' || c > 0x7e {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// decode turns one received message into an engine message. A message that is not a valid
+// CloudEvent gets DecodeErr and Raw (its header block and payload), so the engine can
+// dead-letter it.
+func decode(subject string, h nats.Header, data []byte) *engine.Message {
+	e, err := decodeEvent(h, data)
+	if err != nil {
+		return &engine.Message{DecodeErr: fmt.Errorf("nats message on %s: %w", subject, err), Raw: rawMessage(h, data), Origin: subject}
+	}
+	return &engine.Message{Event: e, Origin: subject}
+}
+
+// decodeEvent decodes structured mode when the Content-Type is a CloudEvents format, binary mode
+// when a ce-specversion header is present [CE-NATS-3].
+func decodeEvent(h nats.Header, data []byte) (*event.Event, error) {
+	attrs := map[string]string{}
+	contentType := ""
+	for k, vs := range h {
+		lk := strings.ToLower(k)
+		if lk == "content-type" && len(vs) > 0 {
+			contentType = vs[0]
+			continue
+		}
+		if !strings.HasPrefix(lk, cePrefix) {
+			continue
+		}
+		name := lk[len(cePrefix):]
+		if !ce.ValidAttrName(name) {
+			return nil, fmt.Errorf("header %s: attribute names consist of a-z and 0-9 only", k)
+		}
+		if _, dup := attrs[name]; dup || len(vs) != 1 {
+			return nil, fmt.Errorf("header %s given more than once", k)
+		}
+		v, err := url.PathUnescape(vs[0])
+		if err != nil {
+			return nil, fmt.Errorf("header %s: bad percent-encoding: %w", k, err)
+		}
+		if !utf8.ValidString(v) {
+			return nil, fmt.Errorf("header %s: value is not UTF-8 after percent-decoding", k)
+		}
+		attrs[name] = v
+	}
+	if mt, _, _ := mime.ParseMediaType(contentType); strings.HasPrefix(mt, "application/cloudevents") {
+		if mt != ce.ContentTypeJSON {
+			return nil, fmt.Errorf("content type %q: only %s is supported in structured mode", contentType, ce.ContentTypeJSON)
+		}
+		e, err := ce.DecodeStructured(data)
+		if err != nil {
+			return nil, fmt.Errorf("structured event: %w", err)
+		}
+		return e, nil
+	}
+	return decodeBinary(attrs, contentType, data)
+}
+
+// binarySpecs names the attributes of each spec version under the ce- prefix.
+var binarySpecs = spec.WithPrefix(cePrefix)
+
+// decodeBinary builds an event from binary-mode attributes [CE-NATS-3.1]; datacontenttype is
+// ce-datacontenttype, else the Content-Type header.
+func decodeBinary(attrs map[string]string, contentType string, data []byte) (*event.Event, error) {
+	sv, ok := attrs["specversion"]
+	if !ok {
+		return nil, errors.New("neither a CloudEvents Content-Type nor a ce-specversion header")
+	}
+	version := binarySpecs.Version(sv)
+	if version == nil {
+		return nil, fmt.Errorf("ce-specversion: unsupported value %q", sv)
+	}
+	if _, ok := attrs["datacontenttype"]; !ok && contentType != "" {
+		attrs["datacontenttype"] = contentType
+	}
+	ctx := version.NewContext()
+	names := make([]string, 0, len(attrs))
+	for n := range attrs {
+		names = append(names, n)
+	}
+	sort.Strings(names) // deterministic error messages
+	for _, name := range names {
+		if name == "specversion" {
+			continue
+		}
+		v := attrs[name]
+		if a := version.Attribute(cePrefix + name); a != nil {
+			if err := a.Set(ctx, v); err != nil {
+				return nil, fmt.Errorf("ce-%s: %w", name, err)
+			}
+			continue
+		}
+		if name == "data" {
+			return nil, errors.New("ce-data: not an attribute")
+		}
+		if err := ctx.SetExtension(name, v); err != nil {
+			return nil, fmt.Errorf("ce-%s: %w", name, err)
+		}
+	}
+	e := event.Event{Context: ctx}
+	if len(data) > 0 {
+		e.DataEncoded = bytes.Clone(data)
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	ce.MarkBinaryData(&e)
+	return &e, nil
+}
+
+// rawMessage renders a message in the NATS wire form of headers and payload, for dead letters.
+func rawMessage(h nats.Header, data []byte) []byte {
+	if len(h) == 0 {
+		return bytes.Clone(data)
+	}
+	var b bytes.Buffer
+	b.WriteString("NATS/1.0\r\n")
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(data)
+	return b.Bytes()
+}

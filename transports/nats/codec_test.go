@@ -1,0 +1,164 @@
+package nats
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/turnout-router/turnout/internal/ce"
+)
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	binary := []byte{0, 1, 2, 0xff, 0xfe, '\r', '\n'}
+	big := bytes.Repeat([]byte("x"), 64<<10)
+	cases := []struct {
+		name, mode, ct string
+		data           []byte
+	}{
+		{"binary mode json", modeBinary, "application/json", []byte(`{"a":1,"b":"ü"}`)},
+		{"binary mode bytes", modeBinary, "application/octet-stream", binary},
+		{"binary mode 64KiB", modeBinary, "text/plain", big},
+		{"binary mode no data", modeBinary, "", nil},
+		{"structured mode json", modeStructured, "application/json", []byte(`{"a":1}`)},
+		{"structured mode bytes", modeStructured, "application/octet-stream", binary},
+		{"structured mode 64KiB", modeStructured, "text/plain", big},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want := fullEvent("id-1", tc.data, tc.ct, tc.mode == modeBinary)
+			var m *nats.Msg
+			if tc.mode == modeBinary {
+				m = encodeBinary("s", want)
+			} else {
+				var err error
+				if m, err = encodeStructured("s", want); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := decode("s", m.Header, m.Data)
+			if got.DecodeErr != nil {
+				t.Fatalf("decode: %v", got.DecodeErr)
+			}
+			if d := ce.Diff(want, got.Event); d != nil {
+				t.Fatalf("differences:\n%s", strings.Join(d, "\n"))
+			}
+		})
+	}
+}
+
+func TestBinaryWireForm(t *testing.T) {
+	e := fullEvent("id 1%", []byte("hi"), "text/plain; charset=utf-8", true)
+	m := encodeBinary("s", e)
+	for k, want := range map[string]string{
+		"ce-specversion":     "1.0",
+		"ce-id":              "id%201%25",
+		"ce-subject":         "sub%20ject/%25%C3%A9%20%22q%22",
+		"ce-datacontenttype": "text/plain;%20charset=utf-8",
+		"ce-time":            "2026-11-30T04:05:06.789Z",
+		"ce-region":          "eu%20west%201%20%C3%BC",
+	} {
+		if got := m.Header.Get(k); got != want {
+			t.Errorf("header %s = %q, want %q", k, got, want)
+		}
+	}
+	if m.Header.Get("Content-Type") != "" {
+		t.Errorf("binary mode wrote Content-Type %q", m.Header.Get("Content-Type"))
+	}
+	if string(m.Data) != "hi" {
+		t.Errorf("payload %q, want the data", m.Data)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	structured := `{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"x":1}}`
+	cases := []struct {
+		name    string
+		header  nats.Header
+		data    string
+		wantErr string // "" means a valid event
+	}{
+		{name: "binary with Content-Type as datacontenttype", header: nats.Header{
+			"ce-specversion": {"1.0"}, "ce-id": {"1"}, "ce-source": {"s"}, "ce-type": {"t"}, "Content-Type": {"text/plain"},
+		}, data: "hello"},
+		{name: "binary header names in any case", header: nats.Header{
+			"Ce-Specversion": {"1.0"}, "CE-ID": {"1"}, "ce-source": {"s"}, "ce-type": {"t"},
+		}},
+		{name: "structured", header: nats.Header{"Content-Type": {"application/cloudevents+json; charset=utf-8"}}, data: structured},
+		{name: "no headers", data: structured, wantErr: "neither a CloudEvents Content-Type nor a ce-specversion"},
+		{name: "structured bad json", header: nats.Header{"Content-Type": {"application/cloudevents+json"}}, data: "{", wantErr: "structured event"},
+		{name: "structured batch", header: nats.Header{"Content-Type": {"application/cloudevents-batch+json"}}, data: "[]", wantErr: "only application/cloudevents+json"},
+		{name: "bad percent-encoding", header: nats.Header{
+			"ce-specversion": {"1.0"}, "ce-id": {"%zz"}, "ce-source": {"s"}, "ce-type": {"t"},
+		}, wantErr: "bad percent-encoding"},
+		{name: "missing id", header: nats.Header{"ce-specversion": {"1.0"}, "ce-source": {"s"}, "ce-type": {"t"}}, wantErr: "id"},
+		{name: "unknown specversion", header: nats.Header{"ce-specversion": {"9"}, "ce-id": {"1"}}, wantErr: "unsupported"},
+		{name: "bad attribute name", header: nats.Header{"ce-specversion": {"1.0"}, "ce-Bad_Name": {"x"}}, wantErr: "a-z and 0-9"},
+		{name: "attribute twice", header: nats.Header{"ce-specversion": {"1.0"}, "ce-id": {"1", "2"}}, wantErr: "more than once"},
+		{name: "bad time", header: nats.Header{
+			"ce-specversion": {"1.0"}, "ce-id": {"1"}, "ce-source": {"s"}, "ce-type": {"t"}, "ce-time": {"yesterday"},
+		}, wantErr: "ce-time"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := decode("subj", tc.header, []byte(tc.data))
+			if m.Origin != "subj" {
+				t.Errorf("origin %q", m.Origin)
+			}
+			if tc.wantErr == "" {
+				if m.DecodeErr != nil || m.Event == nil {
+					t.Fatalf("decode: %v", m.DecodeErr)
+				}
+				return
+			}
+			if m.DecodeErr == nil || !strings.Contains(m.DecodeErr.Error(), tc.wantErr) {
+				t.Fatalf("DecodeErr = %v, want one containing %q", m.DecodeErr, tc.wantErr)
+			}
+			if m.Event != nil || !bytes.Contains(m.Raw, []byte(tc.data)) {
+				t.Fatalf("malformed message: Event %v, Raw %q: want no event and the message kept", m.Event, m.Raw)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add("1.0", "id", "text/plain", []byte("data"))
+	f.Add("", "", "application/cloudevents+json", []byte(`{"specversion":"1.0","id":"1","source":"s","type":"t"}`))
+	f.Add("0.3", "%41", "", []byte{0xff})
+	f.Fuzz(func(t *testing.T, sv, id, ct string, data []byte) {
+		h := nats.Header{}
+		if sv != "" {
+			h["ce-specversion"] = []string{sv}
+			h["ce-source"] = []string{"s"}
+			h["ce-type"] = []string{"t"}
+		}
+		if id != "" {
+			h["ce-id"] = []string{id}
+		}
+		if ct != "" {
+			h["Content-Type"] = []string{ct}
+		}
+		m := decode("s", h, data)
+		if (m.Event == nil) == (m.DecodeErr == nil) {
+			t.Fatalf("want exactly one of Event and DecodeErr: %v, %v", m.Event, m.DecodeErr)
+		}
+		if m.Event == nil {
+			return
+		}
+		// A decoded event survives both encodings.
+		for _, enc := range []func() (*nats.Msg, error){
+			func() (*nats.Msg, error) { return encodeBinary("s", m.Event), nil },
+			func() (*nats.Msg, error) { return encodeStructured("s", m.Event) },
+		} {
+			out, err := enc()
+			if err != nil {
+				t.Fatalf("encode: %v", err)
+			}
+			back := decode("s", out.Header, out.Data)
+			if back.DecodeErr != nil {
+				t.Fatalf("re-decode: %v", back.DecodeErr)
+			}
+		}
+	})
+}

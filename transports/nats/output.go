@@ -1,0 +1,132 @@
+package nats
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/turnout-router/turnout/engine"
+)
+
+var (
+	_ engine.Sink    = (*Output)(nil)
+	_ engine.Starter = (*Output)(nil)
+	_ engine.Readier = (*Output)(nil)
+)
+
+// Output publishes events to JetStream and counts a send as confirmed only when the stream's
+// publish acknowledgement (PubAck) arrived.
+//
+// Goroutines: the engine calls Send concurrently; each Send publishes and waits for its own
+// PubAck, so as many publishes are in flight as the engine has Sends running. The nats.go
+// client reconnects on its own goroutines.
+type Output struct {
+	name   string
+	cfg    OutputConfig
+	log    *slog.Logger
+	ready  atomic.Bool
+	setUp  func(bool)
+	encode func(*event.Event) (*nats.Msg, error)
+
+	startOnce sync.Once
+	startErr  error
+	mu        sync.Mutex // guards nc, js
+	nc        *nats.Conn
+	js        jetstream.JetStream
+}
+
+// NewOutput is the engine.OutputFactory of the "nats" output type. It validates the
+// configuration (errors name the key); it does not connect (Start does).
+func NewOutput(name string, decode engine.Decoder, deps engine.Deps) (engine.Sink, error) {
+	var cfg OutputConfig
+	if err := decode(&cfg); err != nil {
+		return nil, err
+	}
+	return newOutput(name, cfg, deps)
+}
+
+func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	o := &Output{name: name, cfg: cfg, log: log.With("output", name, "transport", "nats")}
+	up, err := readyFunc(deps.Registerer, name, o.ready.Store)
+	if err != nil {
+		return nil, err
+	}
+	o.setUp = up
+	subject := cfg.Subject
+	if cfg.Mode == modeStructured {
+		o.encode = func(e *event.Event) (*nats.Msg, error) { return encodeStructured(subject, e) }
+	} else {
+		o.encode = func(e *event.Event) (*nats.Msg, error) { return encodeBinary(subject, e), nil }
+	}
+	return o, nil
+}
+
+// Ready reports whether the connection to the server is up.
+func (o *Output) Ready() bool { return o.ready.Load() }
+
+// Start connects; a server that is down does not fail it, the client keeps trying in the
+// background and Sends fail (retryably) meanwhile. Called once by the engine, before Send.
+func (o *Output) Start(context.Context) error {
+	o.startOnce.Do(func() {
+		nc, js, err := connect(&o.cfg.ConnectionConfig, o.name, o.log, o.setUp)
+		if err != nil {
+			o.startErr = fmt.Errorf("nats output %s: %w", o.name, err)
+			return
+		}
+		o.mu.Lock()
+		o.nc, o.js = nc, js
+		o.mu.Unlock()
+	})
+	return o.startErr
+}
+
+// Send publishes e and waits for its PubAck, at most ack_timeout [JetStream publish]. Any
+// error (no connection, no stream, timeout, a PubAck from another stream) is retryable; only an
+// event that cannot be encoded is permanent.
+func (o *Output) Send(ctx context.Context, e *event.Event) error {
+	if err := o.Start(ctx); err != nil {
+		return err
+	}
+	msg, err := o.encode(e)
+	if err != nil {
+		return engine.Permanent(fmt.Errorf("nats publish %s: %w", o.cfg.Subject, err))
+	}
+	o.mu.Lock()
+	js := o.js
+	o.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.AckTimeout)
+	defer cancel()
+	var opts []jetstream.PublishOpt
+	if o.cfg.Stream != "" {
+		opts = append(opts, jetstream.WithExpectStream(o.cfg.Stream))
+	}
+	if _, err := js.PublishMsg(ctx, msg, opts...); err != nil {
+		return fmt.Errorf("nats publish %s: %w", o.cfg.Subject, err)
+	}
+	return nil
+}
+
+// Close flushes and closes the connection after the engine stopped sending.
+func (o *Output) Close(context.Context) error {
+	o.mu.Lock()
+	nc := o.nc
+	o.nc = nil
+	o.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+	return nil
+}
