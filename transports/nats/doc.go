@@ -7,7 +7,9 @@
 // terminates it so that JetStream never delivers it again. The consumer's max_ack_pending bounds
 // the messages turnout holds unacknowledged, and messages the engine keeps longer than a third
 // of ack_wait are marked in progress so that JetStream does not redeliver them while they are
-// being handled. Messages that are not CloudEvents reach the engine with DecodeErr and Raw
+// being handled; messages held across a lost connection are no longer marked, so the server
+// redelivers them after ack_wait (an at-least-once duplicate if the engine still settles them).
+// Close naks the messages the engine has not settled by its deadline. Messages that are not CloudEvents reach the engine with DecodeErr and Raw
 // (the engine dead-letters them); none is dropped.
 //
 // The output publishes with JetStream and counts a send as confirmed only when the stream's

@@ -55,6 +55,9 @@ type heldMsg struct {
 	msg       jetstream.Msg
 	delivered uint64    // JetStream's delivery count, 1 on the first delivery
 	mark      time.Time // last delivery or in-progress mark: the start of the server's AckWait
+	// orphan is set when the connection was lost while the message was held: it is no longer
+	// marked in progress, so the server redelivers it after AckWait whatever became of it.
+	orphan bool
 }
 
 // NewInput is the engine.InputFactory of the "nats" input type. It validates the configuration
@@ -82,12 +85,26 @@ func newInput(name string, cfg InputConfig, deps engine.Deps) (*Input, error) {
 		held:    map[*heldMsg]bool{},
 		drained: make(chan struct{}),
 	}
-	up, err := readyFunc(deps.Registerer, name, in.ready.Store)
+	up, err := readyFunc(deps.Registerer, name, in.setState)
 	if err != nil {
 		return nil, err
 	}
 	in.setUp = up
 	return in, nil
+}
+
+// setState records the connection's state; on a loss it orphans every held message. Called
+// from the nats.go client's callback goroutine.
+func (in *Input) setState(up bool) {
+	in.ready.Store(up)
+	if up {
+		return
+	}
+	in.mu.Lock()
+	for h := range in.held {
+		h.orphan = true
+	}
+	in.mu.Unlock()
 }
 
 // Ready reports whether the connection to the server is up.
@@ -149,6 +166,7 @@ func (in *Input) Close(ctx context.Context) error {
 			continue
 		case <-ctx.Done():
 			err = fmt.Errorf("nats input %s close: %d messages unsettled: %w", in.name, n, ctx.Err())
+			in.nakHeld()
 		}
 		break
 	}
@@ -157,6 +175,20 @@ func (in *Input) Close(ctx context.Context) error {
 	}
 	nc.Close()
 	return err
+}
+
+// nakHeld naks every message still held, so that the server redelivers them at once rather
+// than after AckWait: their settlements, coming after Close, would be dropped.
+func (in *Input) nakHeld() {
+	in.mu.Lock()
+	held := make([]*heldMsg, 0, len(in.held))
+	for h := range in.held {
+		held = append(held, h)
+	}
+	in.mu.Unlock()
+	for _, h := range held {
+		_ = h.msg.Nak()
+	}
 }
 
 // consumerConfig is the durable consumer turnout creates or updates.
@@ -289,7 +321,8 @@ func (in *Input) nakDelay(delivered uint64) time.Duration {
 
 // progress marks messages held for a third of ack_wait in progress (+WPI), which restarts the
 // server's AckWait, so that a message the engine is still working on (a slow output, retries)
-// is not redelivered meanwhile. On its own goroutine until ctx ends.
+// is not redelivered meanwhile. Orphaned messages (held across a connection loss) are left to
+// expire. On its own goroutine until ctx ends.
 func (in *Input) progress(ctx context.Context) {
 	defer in.workers.Done()
 	every := in.cfg.AckWait / 3
@@ -303,7 +336,7 @@ func (in *Input) progress(ctx context.Context) {
 			var due []*heldMsg
 			in.mu.Lock()
 			for h := range in.held {
-				if now.Sub(h.mark) >= every {
+				if !h.orphan && now.Sub(h.mark) >= every {
 					h.mark = now
 					due = append(due, h)
 				}
