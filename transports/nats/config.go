@@ -137,6 +137,9 @@ func (c *ConnectionConfig) options(name string) ([]nats.Option, error) {
 		nats.Timeout(c.ConnectTimeout),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
+		// Keep trying after repeated authentication errors: credentials fixed on the server
+		// must not need a restart of turnout.
+		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			d := minB
 			for i := 1; i < attempts && d < maxB; i++ {

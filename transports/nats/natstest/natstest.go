@@ -56,6 +56,8 @@ type Server struct {
 	dir  string
 	port int
 
+	args []string // extra nats-server arguments
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	exit chan struct{}
@@ -65,10 +67,17 @@ type Server struct {
 // accepts connections; the test's cleanup stops it.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWithArgs(t)
+}
+
+// StartWithArgs is Start with extra nats-server arguments, e.g. "--auth", TOKEN or "--user",
+// U, "--pass", P.
+func StartWithArgs(t testing.TB, args ...string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath(Binary); err != nil {
 		unavailable(t, "nats-server binary: %v", err)
 	}
-	s := &Server{t: t, dir: t.TempDir(), port: testutil.FreePort(t)}
+	s := &Server{t: t, dir: t.TempDir(), port: testutil.FreePort(t), args: args}
 	t.Cleanup(s.Kill)
 	s.Restart()
 	return s
@@ -110,7 +119,8 @@ func (s *Server) Restart() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out bytes.Buffer
-	cmd := exec.Command(Binary, "-js", "-sd", s.dir, "-p", strconv.Itoa(s.port), "-a", "127.0.0.1")
+	args := append([]string{"-js", "-sd", s.dir, "-p", strconv.Itoa(s.port), "-a", "127.0.0.1"}, s.args...)
+	cmd := exec.Command(Binary, args...)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Start(); err != nil {
