@@ -41,7 +41,10 @@ type confServer struct {
 	private bool
 }
 
-var _ transporttest.Server = (*confServer)(nil)
+var (
+	_ transporttest.Server      = (*confServer)(nil)
+	_ transporttest.WireFetcher = (*confServer)(nil)
+)
 
 func (s *confServer) Dest(t *testing.T) string {
 	q := amqptest.QueueName(t, "conf")
@@ -107,6 +110,12 @@ func (s *confServer) send(t *testing.T, dest string, m *amqp.Message) {
 }
 
 func (s *confServer) Fetch(t *testing.T, dest string, within time.Duration) (*event.Event, transporttest.Mode) {
+	t.Helper()
+	f := s.FetchWire(t, dest, within)
+	return f.Event, f.Mode
+}
+
+func (s *confServer) FetchWire(t *testing.T, dest string, within time.Duration) transporttest.Fetched {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
@@ -185,7 +194,7 @@ func confEncode(t *testing.T, mode transporttest.Mode, e *event.Event) *amqp.Mes
 }
 
 // confDecode reads a [CE-AMQP] message: structured when its content type says so, else binary.
-func confDecode(t *testing.T, m *amqp.Message) (*event.Event, transporttest.Mode) {
+func confDecode(t *testing.T, m *amqp.Message) transporttest.Fetched {
 	t.Helper()
 	ct := ""
 	if m.Properties != nil && m.Properties.ContentType != nil {
@@ -197,7 +206,7 @@ func confDecode(t *testing.T, m *amqp.Message) (*event.Event, transporttest.Mode
 		if err := json.Unmarshal(body, &e); err != nil {
 			t.Fatalf("fetch: structured body: %v: %q", err, body)
 		}
-		return &e, transporttest.Structured
+		return transporttest.Fetched{Event: &e, Mode: transporttest.Structured, Body: body}
 	}
 	for k, v := range m.ApplicationProperties {
 		name, ok := strings.CutPrefix(k, "cloudEvents_")
@@ -241,5 +250,5 @@ func confDecode(t *testing.T, m *amqp.Message) (*event.Event, transporttest.Mode
 	if len(body) > 0 {
 		e.DataEncoded = body
 	}
-	return &e, transporttest.Binary
+	return transporttest.Fetched{Event: &e, Mode: transporttest.Binary, Body: body}
 }

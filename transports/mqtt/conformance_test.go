@@ -42,7 +42,10 @@ type confServer struct {
 	obs map[string]chan []byte
 }
 
-var _ transporttest.Server = (*confServer)(nil)
+var (
+	_ transporttest.Server      = (*confServer)(nil)
+	_ transporttest.WireFetcher = (*confServer)(nil)
+)
 
 func (s *confServer) Dest(t *testing.T) string {
 	topic := "conf/" + uniq(t)
@@ -112,6 +115,12 @@ func (s *confServer) PublishRaw(t *testing.T, dest, _ string, body []byte) {
 
 func (s *confServer) Fetch(t *testing.T, dest string, within time.Duration) (*event.Event, transporttest.Mode) {
 	t.Helper()
+	f := s.FetchWire(t, dest, within)
+	return f.Event, f.Mode
+}
+
+func (s *confServer) FetchWire(t *testing.T, dest string, within time.Duration) transporttest.Fetched {
+	t.Helper()
 	s.mu.Lock()
 	ch := s.obs[dest]
 	s.mu.Unlock()
@@ -121,10 +130,10 @@ func (s *confServer) Fetch(t *testing.T, dest string, within time.Duration) (*ev
 		if err := json.Unmarshal(b, &e); err != nil {
 			t.Fatalf("fetch %s: not a structured event: %v: %q", dest, err, b)
 		}
-		return &e, transporttest.Structured
+		return transporttest.Fetched{Event: &e, Mode: transporttest.Structured, Body: b}
 	case <-time.After(within):
 		t.Fatalf("fetch %s: nothing within %v", dest, within)
-		return nil, ""
+		return transporttest.Fetched{}
 	}
 }
 

@@ -45,6 +45,7 @@ package transporttest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -111,6 +112,23 @@ type Server interface {
 	// Restart stops the server and starts it again, keeping its durable state, and returns
 	// once it accepts connections.
 	Restart(t *testing.T)
+}
+
+// WireFetcher is implemented by a Server that can also show the message as it was on the wire;
+// the suite then checks the JSON of structured events too (data_base64 for binary data). The
+// suite calls FetchWire instead of Fetch when it is there.
+type WireFetcher interface {
+	FetchWire(t *testing.T, dest string, within time.Duration) Fetched
+}
+
+// Fetched is one message WireFetcher.FetchWire read from the server.
+type Fetched struct {
+	// Event is the message decoded as a CloudEvent.
+	Event *event.Event
+	// Mode is the content mode the message was written in.
+	Mode Mode
+	// Body is the message's payload as it was on the wire (in structured mode the JSON event).
+	Body []byte
 }
 
 const (
@@ -319,8 +337,7 @@ func delivery(t *testing.T, h Harness) {
 			e := Event(fmt.Sprintf("out-%d", i))
 			send(t, o, e, wait)
 			// Send returned nil: the server has the event now.
-			got, _ := srv.Fetch(t, dest, 5*time.Second)
-			diff(t, "read back", e, got)
+			diff(t, "read back", e, fetch(t, srv, dest, 5*time.Second).Event)
 		}
 	})
 	t.Run("input", func(t *testing.T) {
@@ -400,7 +417,7 @@ func reconnect(t *testing.T, h Harness) {
 	send(t, o, e2, 2*wait) // retried, as the engine does, until the output reconnected
 	got := map[string]*event.Event{}
 	for range 2 {
-		e, _ := srv.Fetch(t, outDest, wait)
+		e := fetch(t, srv, outDest, wait).Event
 		got[e.ID()] = e
 	}
 	diff(t, "sent before the restart", e1, got[e1.ID()])
@@ -431,11 +448,21 @@ func roundTrip(t *testing.T, h Harness, m Mode) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			send(t, o, c.e, wait)
-			got, gm := srv.Fetch(t, outDest, wait)
-			if gm != m {
-				t.Errorf("output wrote %s mode, want %s", gm, m)
+			f := fetch(t, srv, outDest, wait)
+			if f.Mode != m {
+				t.Errorf("output wrote %s mode, want %s", f.Mode, m)
 			}
-			diff(t, "output -> server", c.e, got)
+			diff(t, "output -> server", c.e, f.Event)
+			if m == Structured && f.Body != nil && c.e.DataContentType() == "application/octet-stream" {
+				// [CE-JSON §3.1]: binary data travels as data_base64, never as data.
+				var fields map[string]json.RawMessage
+				if err := json.Unmarshal(f.Body, &fields); err != nil {
+					t.Fatalf("structured body is not a JSON object: %v", err)
+				}
+				if _, ok := fields["data_base64"]; !ok || fields["data"] != nil {
+					t.Errorf("binary data in a structured event: want data_base64 and no data, got %s", f.Body)
+				}
+			}
 
 			srv.Publish(t, inDest, m, c.e)
 			x := d.Next(t, wait)
@@ -479,6 +506,17 @@ func malformed(t *testing.T, h Harness) {
 			diff(t, "after a malformed message", e, y.M.Event)
 		})
 	}
+}
+
+// fetch reads the next message for dest through FetchWire if srv has it, else through Fetch
+// (Body nil).
+func fetch(t *testing.T, srv Server, dest string, within time.Duration) Fetched {
+	t.Helper()
+	if w, ok := srv.(WireFetcher); ok {
+		return w.FetchWire(t, dest, within)
+	}
+	e, m := srv.Fetch(t, dest, within)
+	return Fetched{Event: e, Mode: m}
 }
 
 // nextN waits for the next n dispatched messages, leaving them unsettled.
