@@ -2,7 +2,7 @@
 // protocol binding (v1.0.2) and answers each request only once the fate of its events is known.
 //
 // It also holds the HTTP webhook output (output type "http", OutputConfig and Output): it POSTs
-// events in binary or structured mode and counts one delivered only on 200, 201, 202 or 204;
+// events in binary, structured or batch mode and counts one delivered only on 200, 201, 202 or 204;
 // see output.go for how every other answer is classified.
 //
 // The package lives in directory transports/http but is named httpin, so that importers keep the

@@ -39,7 +39,10 @@ import (
 // Abuse protection [CE-Webhook §4]: unless handshake is false, the first Send asks the receiver
 // with OPTIONS and WebHook-Request-Origin; delivery proceeds only when the answer is 200 with
 // WebHook-Allowed-Origin equal to the origin or "*", and WebHook-Allowed-Rate (requests per
-// minute) then bounds the request rate. A refusal makes Sends fail (plain error) and Ready false;
+// minute) then bounds the request rate.
+//
+// Batch mode (batch.go) gathers concurrent Sends into one application/cloudevents-batch+json
+// request; every event of a batch shares the request's outcome. A refusal makes Sends fail (plain error) and Ready false;
 // the handshake is asked again at most every handshakeRetry.
 
 func init() {
@@ -103,6 +106,8 @@ type Output struct {
 	nextSlot time.Time
 	// shake serialises handshakes (held without mu).
 	shake sync.Mutex
+
+	batches batcher // batch mode only
 }
 
 // NewOutput validates c and builds an output named name; it does not connect (the first Send
@@ -158,6 +163,7 @@ func (o *Output) Ready() bool {
 
 // Close releases idle connections. The engine calls it after the last Send.
 func (o *Output) Close(context.Context) error {
+	o.stopBatcher()
 	o.client.CloseIdleConnections()
 	o.connected.Set(0)
 	return nil
@@ -173,10 +179,19 @@ func (o *Output) Send(ctx context.Context, e *event.Event) error {
 	if o.gone.Load() {
 		return engine.Permanent(fmt.Errorf("http output %s: %s answered 410 Gone: delivery to it stopped (fix url and restart)", o.name, o.cfg.URL))
 	}
+	if o.cfg.Mode == ModeBatch {
+		return o.sendBatched(ctx, e)
+	}
 	req, err := o.request(e)
 	if err != nil {
 		return engine.Permanent(fmt.Errorf("http output %s: encode event %s: %w", o.name, e.ID(), err))
 	}
+	return o.post(ctx, req)
+}
+
+// post sends req after the handshake and the pauses the receiver asked for, and classifies the
+// answer.
+func (o *Output) post(ctx context.Context, req *http.Request) error {
 	if err := o.handshake(ctx); err != nil {
 		return err
 	}
@@ -210,6 +225,11 @@ func (o *Output) request(e *event.Event) (*http.Request, error) {
 		}
 		body = e.Data()
 	}
+	return o.newPost(h, body)
+}
+
+// newPost builds a POST of body with the headers h and the configured Authorization.
+func (o *Output) newPost(h http.Header, body []byte) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodPost, o.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -244,8 +264,8 @@ func writeBinaryHeaders(h http.Header, e *event.Event) error {
 		h[cePrefix+strings.ToUpper(n[:1])+n[1:]] = []string{encodeHeaderValue(v)}
 	}
 	if ct := e.DataContentType(); ct != "" {
-		if strings.ContainsAny(ct, "\r\n") {
-			return errors.New("datacontenttype holds a line break")
+		if strings.ContainsFunc(ct, func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }) {
+			return errors.New("datacontenttype holds a control character")
 		}
 		h.Set("Content-Type", ct)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -324,6 +325,70 @@ func TestOutputRoundTripThroughInput(t *testing.T) {
 	}
 }
 
+// TestOutputBatchMode sends concurrent events in batch mode through the HTTP input: every event
+// arrives unchanged, in fewer requests than events, and a refused batch fails every Send in it.
+func TestOutputBatchMode(t *testing.T) {
+	fd := newFake()
+	fx := newFixture(t, Config{}, fd)
+	var requests atomic.Int64
+	var contentType atomic.Value
+	proxy, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		contentType.Store(r.Header.Get("Content-Type"))
+		fx.in.ServeHTTP(w, r)
+	})
+	o := newTestOutput(t, proxy.URL+fx.in.cfg.Path, func(c *OutputConfig) {
+		c.Mode, c.BatchSize, c.BatchLinger = ModeBatch, 4, 200*time.Millisecond
+	})
+	want := map[string]*event.Event{}
+	var wg sync.WaitGroup
+	for i := range 10 {
+		e := sampleEvent(t)
+		e.SetID(fmt.Sprintf("batch-%d", i))
+		want[e.ID()] = e
+		wg.Go(func() {
+			if err := o.Send(context.Background(), e); err != nil {
+				t.Errorf("Send %s: %v", e.ID(), err)
+			}
+		})
+	}
+	wg.Wait()
+	got := fd.events()
+	if len(got) != len(want) {
+		t.Fatalf("input got %d events, want %d", len(got), len(want))
+	}
+	for _, g := range got {
+		if d := ce.Diff(want[g.ID()], g); d != nil {
+			t.Errorf("event %s differs:\n%s", g.ID(), strings.Join(d, "\n"))
+		}
+	}
+	if n := requests.Load(); n >= 10 || n < 3 {
+		t.Errorf("%d requests for 10 events in batches of at most 4", n)
+	}
+	if ct, _ := contentType.Load().(string); !strings.HasPrefix(ct, "application/cloudevents-batch+json") {
+		t.Errorf("Content-Type %q", ct)
+	}
+
+	t.Run("refused batch", func(t *testing.T) {
+		srv, _ := server(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(422) })
+		o := newTestOutput(t, srv.URL, func(c *OutputConfig) { c.Mode, c.BatchLinger = ModeBatch, 50*time.Millisecond })
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				if err := o.Send(context.Background(), sampleEvent(t)); !engine.IsPermanent(err) {
+					t.Errorf("Send: %v, want permanent", err)
+				}
+			})
+		}
+		wg.Wait()
+	})
+	t.Run("close", func(t *testing.T) {
+		o := newTestOutput(t, proxy.URL, func(c *OutputConfig) { c.Mode = ModeBatch })
+		_ = o.Close(context.Background())
+		_ = o.Close(context.Background())
+	})
+}
+
 func TestOutputHandshakeAgainstInput(t *testing.T) {
 	on := func(c *OutputConfig) { t := true; c.Handshake = &t }
 	t.Run("allowed", func(t *testing.T) {
@@ -502,7 +567,8 @@ func TestOutputConfigErrorsNameTheKey(t *testing.T) {
 	}{
 		{"no url", OutputConfig{}, "url"},
 		{"bad scheme", OutputConfig{URL: "ftp://x"}, "url"},
-		{"bad mode", OutputConfig{URL: "http://x", Mode: "batch"}, "mode"},
+		{"bad mode", OutputConfig{URL: "http://x", Mode: "bogus"}, "mode"},
+		{"negative batch_size", OutputConfig{URL: "http://x", Mode: "batch", BatchSize: -1}, "batch_size"},
 		{"two secrets", OutputConfig{URL: "http://x", Token: "a", Authorization: "b"}, "token"},
 		{"empty env", OutputConfig{URL: "http://x", TokenEnv: "TURNOUT_TEST_UNSET_VAR"}, "token_env"},
 		{"tls on http", OutputConfig{URL: "http://x", TLS: tlsconf.Config{CAFile: "ca.pem"}}, "tls"},

@@ -18,7 +18,9 @@ import (
 //	  hook:
 //	    type: http
 //	    url: https://receiver.example/events  # required; http:// or https://
-//	    mode: binary            # binary (default) | structured
+//	    mode: binary            # binary (default) | structured | batch
+//	    batch_size: 100         # batch mode: events per request at most (default 100)
+//	    batch_linger: 10ms      # batch mode: how long a batch waits for more events (default 10ms)
 //	    timeout: 30s            # per request, handshake included (default 30s)
 //	    max_idle_conns: 64      # idle connections kept to the receiver (default 64)
 //	    handshake: true         # CloudEvents web hook validation before the first delivery (default true)
@@ -31,6 +33,8 @@ import (
 type OutputConfig struct {
 	URL                 string         `yaml:"url"`
 	Mode                string         `yaml:"mode"`
+	BatchSize           int            `yaml:"batch_size"`
+	BatchLinger         time.Duration  `yaml:"batch_linger"`
 	Timeout             time.Duration  `yaml:"timeout"`
 	MaxIdleConns        int            `yaml:"max_idle_conns"`
 	Handshake           *bool          `yaml:"handshake"`
@@ -43,16 +47,19 @@ type OutputConfig struct {
 	authorizationHeader string         // resolved by withDefaults
 }
 
-// Output modes ([CE-HTTP-3.1], [CE-HTTP-3.2]).
+// Output modes ([CE-HTTP-3.1], [CE-HTTP-3.2], [CE-HTTP-3.3]).
 const (
 	ModeBinary     = "binary"
 	ModeStructured = "structured"
+	ModeBatch      = "batch"
 )
 
 // Defaults for OutputConfig.
 const (
 	DefaultOutputTimeout = 30 * time.Second
 	DefaultMaxIdleConns  = 64
+	DefaultBatchSize     = 100
+	DefaultBatchLinger   = 10 * time.Millisecond
 )
 
 // withDefaults validates c, fills in the defaults and resolves the Authorization header. Errors
@@ -71,21 +78,19 @@ func (c OutputConfig) withDefaults() (OutputConfig, error) {
 	switch c.Mode {
 	case "":
 		c.Mode = ModeBinary
-	case ModeBinary, ModeStructured:
+	case ModeBinary, ModeStructured, ModeBatch:
 	default:
-		return c, fmt.Errorf("mode: %q is not binary or structured", c.Mode)
+		return c, fmt.Errorf("mode: %q is not binary, structured or batch", c.Mode)
 	}
-	switch {
-	case c.Timeout < 0:
-		return c, fmt.Errorf("timeout: %v is negative", c.Timeout)
-	case c.Timeout == 0:
-		c.Timeout = DefaultOutputTimeout
-	}
-	switch {
-	case c.MaxIdleConns < 0:
-		return c, fmt.Errorf("max_idle_conns: %d is negative", c.MaxIdleConns)
-	case c.MaxIdleConns == 0:
-		c.MaxIdleConns = DefaultMaxIdleConns
+	for _, err := range []error{
+		orDefault("timeout", &c.Timeout, DefaultOutputTimeout),
+		orDefault("max_idle_conns", &c.MaxIdleConns, DefaultMaxIdleConns),
+		orDefault("batch_size", &c.BatchSize, DefaultBatchSize),
+		orDefault("batch_linger", &c.BatchLinger, DefaultBatchLinger),
+	} {
+		if err != nil {
+			return c, err
+		}
 	}
 	if c.Handshake == nil {
 		on := true
@@ -134,4 +139,15 @@ func (c OutputConfig) withDefaults() (OutputConfig, error) {
 		return c, fmt.Errorf("tls: set, but url %q is not https://", c.URL)
 	}
 	return c, nil
+}
+
+// orDefault sets *v to def when it is zero; a negative *v is an error naming key.
+func orDefault[T int | time.Duration](key string, v *T, def T) error {
+	switch {
+	case *v < 0:
+		return fmt.Errorf("%s: %v is negative", key, *v)
+	case *v == 0:
+		*v = def
+	}
+	return nil
 }
