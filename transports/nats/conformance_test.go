@@ -42,7 +42,10 @@ type confServer struct {
 	srv *natstest.Server // nil for the shared server
 }
 
-var _ transporttest.Server = (*confServer)(nil)
+var (
+	_ transporttest.Server      = (*confServer)(nil)
+	_ transporttest.WireFetcher = (*confServer)(nil)
+)
 
 func streamOf(dest string) string { return strings.TrimPrefix(dest, "conf.") }
 
@@ -110,6 +113,12 @@ func (s *confServer) publish(t *testing.T, m *nats.Msg) {
 
 func (s *confServer) Fetch(t *testing.T, dest string, within time.Duration) (*event.Event, transporttest.Mode) {
 	t.Helper()
+	f := s.FetchWire(t, dest, within)
+	return f.Event, f.Mode
+}
+
+func (s *confServer) FetchWire(t *testing.T, dest string, within time.Duration) transporttest.Fetched {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	cons, err := s.js(t).CreateOrUpdateConsumer(ctx, streamOf(dest), jetstream.ConsumerConfig{Durable: "harness", AckPolicy: jetstream.AckExplicitPolicy})
@@ -124,10 +133,11 @@ func (s *confServer) Fetch(t *testing.T, dest string, within time.Duration) (*ev
 		if err := m.DoubleAck(ctx); err != nil {
 			t.Fatalf("fetch %s: ack: %v", dest, err)
 		}
-		return confDecode(t, m.Headers(), m.Data())
+		e, mode := confDecode(t, m.Headers(), m.Data())
+		return transporttest.Fetched{Event: e, Mode: mode, Body: m.Data()}
 	}
 	t.Fatalf("fetch %s: nothing within %v (%v)", dest, within, batch.Error())
-	return nil, ""
+	return transporttest.Fetched{}
 }
 
 func (s *confServer) Restart(t *testing.T) {
