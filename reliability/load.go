@@ -240,7 +240,6 @@ func (p *MQTTProducer) Publish(run string, first, last, size, window int, deadli
 		tok paho.Token
 	}
 	var confirmed []int
-	inflight := make([]pending, 0, window)
 	send := func(seq int) pending {
 		p.record(seq)
 		return pending{seq, p.c.Publish(p.topic, 1, false, EventJSON(run, seq, size))}
@@ -257,10 +256,19 @@ func (p *MQTTProducer) Publish(run string, first, last, size, window int, deadli
 			pd = send(pd.seq)
 		}
 	}
+	return confirmed, inOrder(first, last, window, send, wait)
+}
+
+// inOrder publishes first..last-1 with up to window publishes awaiting confirmation and waits
+// for them in sequence order: send starts the publish of seq, wait blocks until that publish is
+// confirmed (publishing it again as often as needed) and fails only for good.
+func inOrder[T any](first, last, window int, send func(seq int) T, wait func(T) error) error {
+	window = max(window, 1)
+	inflight := make([]T, 0, window)
 	for seq := first; seq < last; seq++ {
 		if len(inflight) == window {
 			if err := wait(inflight[0]); err != nil {
-				return confirmed, err
+				return err
 			}
 			inflight = inflight[1:]
 		}
@@ -268,10 +276,10 @@ func (p *MQTTProducer) Publish(run string, first, last, size, window int, deadli
 	}
 	for _, pd := range inflight {
 		if err := wait(pd); err != nil {
-			return confirmed, err
+			return err
 		}
 	}
-	return confirmed, nil
+	return nil
 }
 
 // Close implements Producer.
