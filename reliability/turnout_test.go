@@ -48,19 +48,22 @@ type process struct {
 	bin    string
 	config string
 	admin  string
+	env    []string // added to turnout's environment, NAME=value
 	log    *os.File
 	cmd    *exec.Cmd
 	exited chan struct{}
 	peak   int64 // highest peak RSS (bytes) of the runs killed so far
 }
 
-func startTurnout(t *testing.T, config, admin string) *process {
+// startTurnout runs turnout with config, whose admin endpoint listens on admin, with env
+// (NAME=value) added to the test's environment, and waits until it is ready.
+func startTurnout(t *testing.T, config, admin string, env ...string) *process {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(t.TempDir(), "turnout.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &process{t: t, bin: turnoutBinary(t), config: config, admin: admin, log: logf}
+	p := &process{t: t, bin: turnoutBinary(t), config: config, admin: admin, env: env, log: logf}
 	t.Cleanup(func() {
 		if t.Failed() && p.alive() {
 			if r, err := http.Get("http://" + p.admin + "/metrics"); err == nil {
@@ -95,6 +98,9 @@ func (p *process) start(endpoint string) {
 	p.t.Helper()
 	p.cmd = exec.Command(p.bin, "run", "-c", p.config)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if len(p.env) > 0 {
+		p.cmd.Env = append(os.Environ(), p.env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatalf("start turnout: %v", err)
 	}
