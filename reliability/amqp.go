@@ -3,7 +3,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -159,52 +158,7 @@ func (p *AMQPProducer) send(run string, seq, size int) error {
 
 // Publish implements Producer: window goroutines each keep one message in flight.
 func (p *AMQPProducer) Publish(run string, first, last, size, window int, deadline time.Time) ([]int, error) {
-	seqs := make(chan int)
-	var (
-		mu        sync.Mutex
-		confirmed []int
-		firstErr  error
-		wg        sync.WaitGroup
-	)
-	for range max(window, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for seq := range seqs {
-				for {
-					if time.Now().After(deadline) {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = fmt.Errorf("amqp publish seq %d: deadline passed", seq)
-						}
-						mu.Unlock()
-						break
-					}
-					err := p.send(run, seq, size)
-					if err == nil {
-						mu.Lock()
-						confirmed = append(confirmed, seq)
-						mu.Unlock()
-						break
-					}
-					if time.Now().After(deadline) {
-						mu.Lock()
-						firstErr = fmt.Errorf("amqp publish seq %d not confirmed before deadline: %w", seq, err)
-						mu.Unlock()
-						break
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	for seq := first; seq < last; seq++ {
-		seqs <- seq
-	}
-	close(seqs)
-	wg.Wait()
-	sort.Ints(confirmed)
-	return confirmed, firstErr
+	return concurrently("amqp", first, last, window, deadline, func(seq int) error { return p.send(run, seq, size) })
 }
 
 // Close implements Producer.

@@ -9,6 +9,7 @@ package reliability
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -187,6 +188,18 @@ func idOf(body []byte) string {
 		return "malformed:" + string(body)
 	}
 	return ev.ID
+}
+
+// headerEventID is the event id of a binary-mode message whose ce-id header (percent-encoded
+// by the HTTP rules [CE-HTTP-3.1.3.2]) is ceID, or of a structured one (ceID empty) with body.
+func headerEventID(ceID string, body []byte) string {
+	if ceID == "" {
+		return idOf(body)
+	}
+	if id, err := url.PathUnescape(ceID); err == nil {
+		return id
+	}
+	return ceID
 }
 
 // Latencies returns the median and 99th percentile of received-minus-first-published over the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -153,7 +152,7 @@ func NewNATSConsumer(url, stream, durable, subject string, maxAckPending int) (*
 	}
 	c := &NATSConsumer{nc: nc}
 	c.cc, err = cons.Consume(func(m jetstream.Msg) {
-		c.record(natsEventID(m.Headers(), m.Data()))
+		c.record(headerEventID(m.Headers().Get("ce-id"), m.Data()))
 		_ = m.Ack() // a lost ack means a redelivery, which the log counts as a duplicate
 	}, jetstream.PullMaxMessages(min(maxAckPending, 1000)))
 	if err != nil {
@@ -161,18 +160,6 @@ func NewNATSConsumer(url, stream, durable, subject string, maxAckPending int) (*
 		return nil, fmt.Errorf("nats consume %s on stream %s: %w", durable, stream, err)
 	}
 	return c, nil
-}
-
-// natsEventID reads the event id of a binary-mode message (the ce-id header, percent-decoded
-// [CE-HTTP-3.1.3.2]) or a structured one.
-func natsEventID(h nats.Header, data []byte) string {
-	if v := h.Get("ce-id"); v != "" {
-		if id, err := url.PathUnescape(v); err == nil {
-			return id
-		}
-		return v
-	}
-	return idOf(data)
 }
 
 // Close implements Consumer, keeping the durable consumer on the server.
