@@ -12,8 +12,8 @@
 // carried was dispatched to the engine and settled with nil (every output the rule chose confirmed
 // it, the rule dropped it on purpose, or it reached the dead-letter output). Any other outcome is
 // answered with a 4xx status when resending the same request cannot help (the client is told and
-// nothing was taken) or a 5xx status when it can (the client resends; duplicates are possible,
-// losses are not).
+// keeps what was not taken) or a 5xx status when it can (the client resends; duplicates are
+// possible, losses are not).
 //
 // Modes ([CE-HTTP-3]): binary mode (attributes in ce-<name> headers whose values are
 // percent-decoded per [CE-HTTP-3.1.3.2], datacontenttype is Content-Type, the body is the data),
@@ -23,24 +23,37 @@
 //
 // Status codes:
 //
-//	204 No Content       every event of the request settled with nil (an empty batch too)
+//	204 No Content       every event of the request settled with nil (an empty batch too),
+//	                     malformed ones included once the dead-letter output confirmed them
 //	200 OK               answer to the web hook validation handshake (OPTIONS)
-//	400 Bad Request      a malformed event; the JSON body names the attribute and batch index;
-//	                     nothing of the request was dispatched
+//	400 Bad Request      a malformed event the route could not dead-letter (no dead-letter
+//	                     output, or one that refused it for good); the JSON body names the
+//	                     attribute and batch index
 //	401 Unauthorized     token configured and the Authorization bearer token is missing or wrong
 //	403 Forbidden        handshake from an origin not in allowed_origins
 //	404 Not Found        a path other than path
 //	405 Method Not Allowed  a method other than POST and OPTIONS
 //	413 Content Too Large   the body exceeds max_body_bytes
-//	415 Unsupported Media Type  a structured or batch format other than JSON, or neither a
-//	                     CloudEvents content type nor a ce-specversion header
+//	415 Unsupported Media Type  like 400, for a structured or batch format other than JSON, or
+//	                     neither a CloudEvents content type nor a ce-specversion header
 //	502 Bad Gateway      an event was settled with an error (delivery failed): resend
 //	503 Service Unavailable (with Retry-After)  the input is saturated (the engine did not take an
 //	                     event within dispatch_wait) or shutting down: resend later
 //	504 Gateway Timeout  the events did not settle within request_timeout: resend
 //
-// A batch is all-or-nothing: 204 only when every event settled with nil, otherwise 5xx and the
-// client resends the whole batch (events already delivered are then delivered again).
+// Malformed messages: a POST on path with the right token whose body (and headers) are not a
+// CloudEvent goes to the engine with DecodeErr and Raw like any message, so the route dead-letters
+// it. Raw is the body of a structured or batch request, and for any other request its
+// Content-Type and ce- header lines as received, an empty line and the body. In a batch each
+// element is a message of its own (Raw is the element): the valid ones are routed, the malformed
+// ones dead-lettered. A 400 or 415 is answered only once every other event of the request
+// settled with nil, and names the first malformed element. Requests that are no attempt at an
+// event (other path, method, missing token, body too large) are answered at once and never
+// dispatched.
+//
+// A batch is all-or-nothing for delivery failures: 204 only when every event settled with nil,
+// otherwise 5xx and the client resends the whole batch (events already delivered are then
+// delivered again).
 //
 // Error bodies are JSON: {"error": "...", "index": 2, "attribute": "id"} where index (the
 // position in a batch) and attribute are present when known.

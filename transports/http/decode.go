@@ -20,9 +20,9 @@ import (
 	"github.com/turnout-router/turnout/internal/ce"
 )
 
-// requestError is a request the input refuses before dispatching anything. Status is the HTTP
-// status to answer; Index is the position in a batch (-1 outside a batch); Attribute names the
-// offending attribute when known.
+// requestError is why (part of) a request is not a CloudEvent. Status is the HTTP status to
+// answer when the engine cannot dead-letter it; Index is the position in a batch (-1 outside a
+// batch); Attribute names the offending attribute when known.
 type requestError struct {
 	Status    int
 	Index     int
@@ -48,42 +48,85 @@ func badRequest(index int, attr, format string, args ...any) *requestError {
 
 const cePrefix = "Ce-"
 
-// decodeRequest turns the headers and body of a POST into events, per the CloudEvents HTTP
-// binding. It reads only its arguments and is safe for concurrent use. On error it returns a
-// *requestError and no events: a request is taken whole or not at all.
-func decodeRequest(h http.Header, body []byte) ([]*event.Event, error) {
+// part is one message of a request: an event, or, when Err is set, a malformed message and Raw,
+// its bytes as received.
+type part struct {
+	Event *event.Event
+	Err   *requestError
+	Raw   []byte
+}
+
+// decodeRequest turns the headers and body of a POST into messages, per the CloudEvents HTTP
+// binding: one for a binary or structured request, one per element for a batch (none for an
+// empty one). What is not a CloudEvent becomes a part with Err and Raw, never an error: the
+// engine dead-letters it. A batch that is not a JSON array is one malformed part; an invalid
+// element is a malformed part of its own, beside the valid ones. It reads only its arguments
+// and is safe for concurrent use.
+func decodeRequest(h http.Header, body []byte) []part {
 	ct := h.Get("Content-Type")
 	mt := ""
 	if ct != "" {
 		var err error
 		mt, _, err = mime.ParseMediaType(ct)
 		if err != nil {
-			return nil, &requestError{Status: http.StatusUnsupportedMediaType, Index: -1, Reason: fmt.Sprintf("content type %q: %v", ct, err)}
+			return malformed(h, body, &requestError{Status: http.StatusUnsupportedMediaType, Index: -1, Reason: fmt.Sprintf("content type %q: %v", ct, err)})
 		}
 	}
 	switch {
 	// [CE-HTTP-3.3] batched mode.
 	case strings.HasPrefix(mt, "application/cloudevents-batch"):
 		if mt != event.ApplicationCloudEventsBatchJSON {
-			return nil, unsupported(mt)
+			return malformed(h, body, unsupported(mt))
 		}
 		return decodeBatch(body)
 	// [CE-HTTP-3.2] structured mode.
 	case strings.HasPrefix(mt, "application/cloudevents"):
 		if mt != event.ApplicationCloudEventsJSON {
-			return nil, unsupported(mt)
+			return malformed(h, body, unsupported(mt))
 		}
 		e, err := decodeStructured(body, -1)
 		if err != nil {
-			return nil, err
+			return []part{{Err: err, Raw: body}}
 		}
-		return []*event.Event{e}, nil
+		return []part{{Event: e}}
 	}
 	e, err := decodeBinary(h, body)
 	if err != nil {
-		return nil, err
+		return malformed(h, body, err)
 	}
-	return []*event.Event{e}, nil
+	return []part{{Event: e}}
+}
+
+// malformed is a request that is not a CloudEvent as one malformed part. Its Raw is the body of
+// a request in a JSON format; for any other request, whose attributes may be in headers, the
+// request's Content-Type and ce- header lines as received, sorted, then an empty line and the
+// body (the body alone when there are no such headers).
+func malformed(h http.Header, body []byte, err *requestError) []part {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	if mt == event.ApplicationCloudEventsJSON || mt == event.ApplicationCloudEventsBatchJSON {
+		return []part{{Err: err, Raw: body}}
+	}
+	var lines []string
+	for k, vs := range h {
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		if ck != "Content-Type" && !strings.HasPrefix(ck, cePrefix) {
+			continue
+		}
+		for _, v := range vs {
+			lines = append(lines, ck+": "+v+"\r\n")
+		}
+	}
+	if len(lines) == 0 {
+		return []part{{Err: err, Raw: body}}
+	}
+	sort.Strings(lines)
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l)
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return []part{{Err: err, Raw: b.Bytes()}}
 }
 
 func unsupported(mt string) *requestError {
@@ -92,7 +135,7 @@ func unsupported(mt string) *requestError {
 }
 
 // decodeStructured decodes one event in the JSON event format.
-func decodeStructured(body []byte, index int) (*event.Event, error) {
+func decodeStructured(body []byte, index int) (*event.Event, *requestError) {
 	e, err := ce.DecodeStructured(body)
 	if err != nil {
 		return nil, eventError(index, err)
@@ -100,33 +143,36 @@ func decodeStructured(body []byte, index int) (*event.Event, error) {
 	return e, nil
 }
 
-// decodeBatch decodes a JSON array of events in the JSON event format ([CE-JSON-4]).
-func decodeBatch(body []byte) ([]*event.Event, error) {
+// decodeBatch decodes a JSON array of events in the JSON event format ([CE-JSON-4]): one part
+// per element, the element's JSON as Raw of a malformed one.
+func decodeBatch(body []byte) []part {
 	var raw []json.RawMessage
 	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '[' {
-		return nil, badRequest(-1, "", "batch is not a JSON array of events")
+		return []part{{Err: badRequest(-1, "", "batch is not a JSON array of events"), Raw: body}}
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, badRequest(-1, "", "batch is not a JSON array of events: %v", err)
+		return []part{{Err: badRequest(-1, "", "batch is not a JSON array of events: %v", err), Raw: body}}
 	}
-	out := make([]*event.Event, 0, len(raw))
+	out := make([]part, 0, len(raw))
 	for i, r := range raw {
 		if len(r) == 0 || r[0] != '{' {
-			return nil, badRequest(i, "", "not a JSON object")
+			out = append(out, part{Err: badRequest(i, "", "not a JSON object"), Raw: r})
+			continue
 		}
 		e, err := decodeStructured(r, i)
 		if err != nil {
-			return nil, err
+			out = append(out, part{Err: err, Raw: r})
+			continue
 		}
-		out = append(out, e)
+		out = append(out, part{Event: e})
 	}
-	return out, nil
+	return out
 }
 
 // decodeBinary decodes a binary-mode request ([CE-HTTP-3.1]): ce-<name> headers hold the
 // attributes, percent-encoded ([CE-HTTP-3.1.3.2]); Content-Type is datacontenttype; the body is
 // the data.
-func decodeBinary(h http.Header, body []byte) (*event.Event, error) {
+func decodeBinary(h http.Header, body []byte) (*event.Event, *requestError) {
 	clean := make(http.Header, len(h))
 	for k, vs := range h {
 		ck := textproto.CanonicalMIMEHeaderKey(k)

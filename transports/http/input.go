@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
@@ -231,32 +230,35 @@ func (in *Input) serve(w http.ResponseWriter, r *http.Request) int {
 		}
 		return reply(w, http.StatusBadRequest, fmt.Sprintf("reading body: %v", err))
 	}
-	events, err := decodeRequest(r.Header, body)
-	if err != nil {
-		var re *requestError
-		if !errors.As(err, &re) {
-			return reply(w, http.StatusBadRequest, err.Error())
-		}
-		b := errorBody{Error: re.Error(), Attribute: re.Attribute}
-		if re.Index >= 0 {
-			b.Index = &re.Index
-		}
-		in.log.Debug("http input refused request", "remote", r.RemoteAddr, "status", re.Status, "reason", re.Error())
-		return replyJSON(w, re.Status, b)
-	}
-	return in.deliver(w, r, events)
+	return in.deliver(w, r, decodeRequest(r.Header, body))
 }
 
-// deliver dispatches events and answers once all settled, one failed, or time ran out.
-func (in *Input) deliver(w http.ResponseWriter, r *http.Request, events []*event.Event) int {
-	// Buffered for every event: settlements arriving after the answer never block the engine.
-	settled := make(chan error, len(events))
-	settle := func(err error) { settled <- err }
+// outcome is the settlement of part i of a request.
+type outcome struct {
+	i   int
+	err error
+}
+
+// deliver dispatches the parts of a request and answers once all settled, one failed, or time
+// ran out. A malformed part goes to the engine with DecodeErr and Raw, which dead-letters it
+// (the part then counts as settled); when the engine cannot (no dead-letter output, or one that
+// refused it for good) the request is answered with the part's 4xx status and reason, but only
+// once every other part settled, so that the client may take the answer as final.
+func (in *Input) deliver(w http.ResponseWriter, r *http.Request, parts []part) int {
+	// Buffered for every part: settlements arriving after the answer never block the engine.
+	settled := make(chan outcome, len(parts))
 	origin := "http " + in.name + " " + r.URL.Path + " from " + r.RemoteAddr
-	for i, e := range events {
+	for i, p := range parts {
+		m := &engine.Message{Event: p.Event, Origin: origin}
+		if p.Err != nil {
+			m.DecodeErr, m.Raw = p.Err, p.Raw
+			if p.Err.Index >= 0 {
+				m.Origin = fmt.Sprintf("%s, batch element %d", origin, p.Err.Index)
+			}
+		}
 		// The short context bounds only the wait for room in the engine (backpressure).
 		dctx, cancel := context.WithTimeout(r.Context(), in.cfg.DispatchWait)
-		err := in.d.Dispatch(dctx, &engine.Message{Event: e, Origin: origin}, settle)
+		err := in.d.Dispatch(dctx, m, func(err error) { settled <- outcome{i, err} })
 		cancel()
 		if err == nil {
 			continue
@@ -269,31 +271,56 @@ func (in *Input) deliver(w http.ResponseWriter, r *http.Request, events []*event
 			// the client resends what it did not see acknowledged.
 			return 499
 		case errors.Is(err, context.DeadlineExceeded):
-			in.log.Debug("http input saturated", "event", i, "of", len(events))
-			return in.retryLater(w, fmt.Sprintf("input saturated: event %d of %d not taken within %v", i, len(events), in.cfg.DispatchWait))
+			in.log.Debug("http input saturated", "event", i, "of", len(parts))
+			return in.retryLater(w, fmt.Sprintf("input saturated: event %d of %d not taken within %v", i, len(parts), in.cfg.DispatchWait))
 		default:
 			return in.retryLater(w, fmt.Sprintf("dispatch event %d: %v", i, err))
 		}
 	}
 	timer := time.NewTimer(in.cfg.RequestTimeout)
 	defer timer.Stop()
-	for n := 0; n < len(events); n++ {
+	refused := -1 // the first part the engine could not dead-letter
+	for n := 0; n < len(parts); n++ {
 		select {
-		case err := <-settled:
-			if err != nil {
-				in.log.Debug("http input event not delivered", "err", err)
-				return reply(w, http.StatusBadGateway, fmt.Sprintf("delivery failed, resend the request: %v", err))
+		case o := <-settled:
+			if o.err == nil {
+				continue
 			}
+			if re := parts[o.i].Err; re != nil && notDeadLettered(o.err, re) {
+				in.log.Warn("http input refused a malformed message", "remote", r.RemoteAddr, "status", re.Status, "reason", re.Error(), "err", o.err)
+				if refused < 0 || o.i < refused {
+					refused = o.i
+				}
+				continue
+			}
+			in.log.Debug("http input event not delivered", "err", o.err)
+			return reply(w, http.StatusBadGateway, fmt.Sprintf("delivery failed, resend the request: %v", o.err))
 		case <-timer.C:
-			return reply(w, http.StatusGatewayTimeout, fmt.Sprintf("%d of %d events not settled within request_timeout %v, resend the request", len(events)-n, len(events), in.cfg.RequestTimeout))
+			return reply(w, http.StatusGatewayTimeout, fmt.Sprintf("%d of %d events not settled within request_timeout %v, resend the request", len(parts)-n, len(parts), in.cfg.RequestTimeout))
 		case <-in.closing:
 			return in.retryLater(w, "input is shutting down before delivery was confirmed")
 		case <-r.Context().Done():
 			return 499
 		}
 	}
+	if refused >= 0 {
+		re := parts[refused].Err
+		b := errorBody{Error: re.Error(), Attribute: re.Attribute}
+		if re.Index >= 0 {
+			b.Index = &re.Index
+		}
+		return replyJSON(w, re.Status, b)
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return http.StatusNoContent
+}
+
+// notDeadLettered reports whether err, the settlement of the malformed part re, is final: the
+// engine returned re itself (the route has no dead-letter output), or the dead-letter output
+// refused the part for good (engine.Permanent). Any other error (the dead-letter output is
+// down, shutdown) may pass when the client resends.
+func notDeadLettered(err error, re *requestError) bool {
+	return errors.Is(err, re) || engine.IsPermanent(err)
 }
 
 func (in *Input) authorized(r *http.Request) bool {

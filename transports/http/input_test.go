@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/engine/enginetest"
 	"github.com/turnout-router/turnout/internal/ce"
 	"github.com/turnout-router/turnout/internal/testutil"
 )
@@ -314,6 +317,53 @@ func TestStructuredAndBatch(t *testing.T) {
 	})
 }
 
+// routed is an HTTP input on a real socket feeding a real engine route whose rule-less default
+// output is out and whose dead-letter output is dl (none when nil).
+type routed struct {
+	url string
+	out *enginetest.Sink
+}
+
+func newRouted(t *testing.T, dl engine.Sink) *routed {
+	t.Helper()
+	in, err := New("hook", Config{Listen: "127.0.0.1:0", Path: "/events"}, engine.Deps{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &enginetest.Sink{}
+	r := engine.Route{
+		Config: engine.RouteConfig{Name: "r", DefaultOutputs: []string{"out"},
+			Retry: engine.RetryPolicy{MaxAttempts: 2, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 10 * time.Millisecond}},
+		Inputs:  map[string]engine.Source{"hook": in},
+		Outputs: map[string]engine.Sink{"out": out},
+	}
+	if dl != nil {
+		r.DeadLetter, r.DeadLetterName = dl, "dl"
+	}
+	e := engine.New(engine.Options{})
+	if err := e.AddRoute(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	return &routed{url: "http://" + in.Addr().String() + "/events", out: out}
+}
+
+func (rt *routed) post(t *testing.T, h http.Header, body []byte) (*http.Response, errorBody) {
+	t.Helper()
+	return (&fixture{url: rt.url}).post(t, h, body)
+}
+
+// TestMalformed checks what becomes of requests that are not CloudEvents: each malformed message
+// reaches the engine, which dead-letters it with the reason and the message as received (the
+// client then gets 204), or, on a route without a dead-letter output, the client gets 400 or 415
+// naming the attribute and batch index. The valid events of a batch are delivered either way.
 func TestMalformed(t *testing.T) {
 	ok := `{"specversion":"1.0","id":"b0","source":"/s","type":"t"}`
 	tests := []struct {
@@ -323,50 +373,167 @@ func TestMalformed(t *testing.T) {
 		status    int
 		index     int // -1: no index
 		attribute string
-		reason    string // substring of the error
+		reason    string   // substring of the error
+		raw       []string // substrings of the dead-lettered message (default: the body)
+		delivered []string // ids of the valid events of the request
 	}{
-		{name: "binary missing id", headers: hdr("Ce-Specversion", "1.0", "Ce-Source", "/s", "Ce-Type", "t"), status: 400, index: -1, attribute: "id"},
-		{name: "binary wrong specversion", headers: hdr("Ce-Specversion", "2.0", "Ce-Id", "1", "Ce-Source", "/s", "Ce-Type", "t"), status: 400, index: -1, attribute: "specversion", reason: `"2.0"`},
+		{name: "binary missing id", headers: hdr("Ce-Specversion", "1.0", "Ce-Source", "/s", "Ce-Type", "t"), status: 400, index: -1, attribute: "id",
+			raw: []string{"Ce-Source: /s\r\n", "Ce-Specversion: 1.0\r\n", "Ce-Type: t\r\n\r\n"}},
+		{name: "binary wrong specversion", headers: hdr("Ce-Specversion", "2.0", "Ce-Id", "1", "Ce-Source", "/s", "Ce-Type", "t"), status: 400, index: -1, attribute: "specversion", reason: `"2.0"`,
+			raw: []string{"Ce-Specversion: 2.0\r\n"}},
 		{name: "binary missing specversion", headers: hdr("Ce-Id", "1", "Ce-Source", "/s", "Ce-Type", "t"), status: 400, index: -1, attribute: "specversion"},
-		{name: "binary bad percent-encoding", headers: binaryHeaders("Ce-Subject", "100%zz"), status: 400, index: -1, attribute: "subject", reason: "percent"},
+		{name: "binary bad percent-encoding", headers: binaryHeaders("Ce-Subject", "100%zz", "Content-Type", "text/plain"), body: "bed 2", status: 400, index: -1, attribute: "subject", reason: "percent",
+			raw: []string{"Ce-Subject: 100%zz\r\n", "Content-Type: text/plain\r\n", "\r\n\r\nbed 2"}},
 		{name: "binary bad attribute name", headers: binaryHeaders("Ce-Bed-Nr", "2"), status: 400, index: -1, attribute: "bed-nr"},
-		{name: "binary header repeated", headers: binaryHeaders("Ce-Id", "again"), status: 400, index: -1, attribute: "id", reason: "more than once"},
+		{name: "binary header repeated", headers: binaryHeaders("Ce-Id", "again"), status: 400, index: -1, attribute: "id", reason: "more than once",
+			raw: []string{"Ce-Id: a1\r\n", "Ce-Id: again\r\n"}},
 		{name: "structured missing id", headers: hdr("Content-Type", "application/cloudevents+json"), body: `{"specversion":"1.0","source":"/s","type":"t"}`, status: 400, index: -1, attribute: "id"},
 		{name: "structured wrong specversion", headers: hdr("Content-Type", "application/cloudevents+json"), body: `{"specversion":"2.0","id":"1","source":"/s","type":"t"}`, status: 400, index: -1, attribute: "specversion"},
 		{name: "structured bad JSON", headers: hdr("Content-Type", "application/cloudevents+json"), body: `{"specversion":"1.0","id":`, status: 400, index: -1},
 		{name: "batch not an array", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: ok, status: 400, index: -1, reason: "array"},
 		{name: "batch null", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "null", status: 400, index: -1, reason: "array"},
-		{name: "batch element 1 missing source", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + `,{"specversion":"1.0","id":"b1","type":"t"}]`, status: 400, index: 1, attribute: "source"},
-		{name: "batch element 2 not an object", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + "," + ok + `,"x"]`, status: 400, index: 2},
-		{name: "unsupported structured format", headers: hdr("Content-Type", "application/cloudevents+xml"), body: "<e/>", status: 415, index: -1},
+		{name: "batch element 1 missing source", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + `,{"specversion":"1.0","id":"b1","type":"t"}]`, status: 400, index: 1, attribute: "source",
+			raw: []string{`{"specversion":"1.0","id":"b1","type":"t"}`}, delivered: []string{"b0"}},
+		{name: "batch element 2 not an object", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + "," + strings.ReplaceAll(ok, "b0", "b1") + `,"x"]`, status: 400, index: 2,
+			raw: []string{`"x"`}, delivered: []string{"b0", "b1"}},
+		{name: "unsupported structured format", headers: hdr("Content-Type", "application/cloudevents+xml"), body: "<e/>", status: 415, index: -1,
+			raw: []string{"Content-Type: application/cloudevents+xml\r\n\r\n<e/>"}},
 		{name: "unsupported batch format", headers: hdr("Content-Type", "application/cloudevents-batch+avro"), body: "x", status: 415, index: -1},
-		{name: "not a CloudEvent", headers: hdr("Content-Type", "text/plain"), body: "hello", status: 415, index: -1},
+		{name: "not a CloudEvent", headers: hdr("Content-Type", "text/plain"), body: "hello", status: 415, index: -1,
+			raw: []string{"Content-Type: text/plain\r\n\r\nhello"}},
+		{name: "no content type and no ce- headers", body: "not a CloudEvent {", status: 415, index: -1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fx := newFixture(t, Config{}, newFake())
-			resp, eb := fx.post(t, tt.headers, []byte(tt.body))
+			t.Run("no dead-letter output", func(t *testing.T) {
+				rt := newRouted(t, nil)
+				resp, eb := rt.post(t, tt.headers, []byte(tt.body))
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status %d (%s), want %d", resp.StatusCode, eb.Error, tt.status)
+				}
+				gotIndex := -1
+				if eb.Index != nil {
+					gotIndex = *eb.Index
+				}
+				if gotIndex != tt.index {
+					t.Errorf("index = %d, want %d (%s)", gotIndex, tt.index, eb.Error)
+				}
+				if eb.Attribute != tt.attribute {
+					t.Errorf("attribute = %q, want %q (%s)", eb.Attribute, tt.attribute, eb.Error)
+				}
+				if !strings.Contains(eb.Error, tt.reason) || eb.Error == "" {
+					t.Errorf("error %q does not mention %q", eb.Error, tt.reason)
+				}
+				if got := ids(rt.out.Confirmed()); fmt.Sprint(got) != fmt.Sprint(tt.delivered) {
+					t.Errorf("delivered %v, want the valid events %v", got, tt.delivered)
+				}
+			})
+			t.Run("dead-lettered", func(t *testing.T) {
+				dl := &enginetest.Sink{}
+				rt := newRouted(t, dl)
+				resp, eb := rt.post(t, tt.headers, []byte(tt.body))
+				if resp.StatusCode != http.StatusNoContent {
+					t.Fatalf("status %d (%s), want 204", resp.StatusCode, eb.Error)
+				}
+				// 204 came after the settlement: the dead letter is there now.
+				dead := dl.Confirmed()
+				if len(dead) != 1 {
+					t.Fatalf("%d dead letters, want 1", len(dead))
+				}
+				d := dead[0]
+				if d.Type() != engine.TypeMalformed {
+					t.Errorf("dead letter type %q, want %q", d.Type(), engine.TypeMalformed)
+				}
+				why := ce.AttrString(d, engine.ExtError)
+				if !strings.Contains(why, tt.reason) || (tt.attribute != "" && !strings.Contains(why, "attribute "+tt.attribute)) {
+					t.Errorf("dead letter reason %q does not name attribute %q and %q", why, tt.attribute, tt.reason)
+				}
+				if tt.index >= 0 && !strings.Contains(ce.AttrString(d, engine.ExtOrigin), fmt.Sprintf("batch element %d", tt.index)) {
+					t.Errorf("dead letter origin %q does not name batch element %d", ce.AttrString(d, engine.ExtOrigin), tt.index)
+				}
+				raw := tt.raw
+				if raw == nil {
+					raw = []string{tt.body}
+				}
+				for _, want := range raw {
+					if !bytes.Contains(d.Data(), []byte(want)) {
+						t.Errorf("dead letter data %q does not hold %q", d.Data(), want)
+					}
+				}
+				if got := ids(rt.out.Confirmed()); fmt.Sprint(got) != fmt.Sprint(tt.delivered) {
+					t.Errorf("delivered %v, want the valid events %v", got, tt.delivered)
+				}
+			})
+		})
+	}
+}
+
+// TestMalformedDeadLetterOutcomes checks that the client of a malformed request learns the fate
+// the dead-letter output gave it: 204 only once it confirmed, 5xx (resend) while it fails, 400
+// when it refuses the message for good.
+func TestMalformedDeadLetterOutcomes(t *testing.T) {
+	body := []byte(`{"specversion":"1.0","id":`)
+	h := hdr("Content-Type", "application/cloudevents+json")
+	t.Run("answered only once the dead-letter output confirmed", func(t *testing.T) {
+		release := make(chan struct{})
+		dl := &enginetest.Sink{Fail: func(ctx context.Context, _ int, _ *event.Event) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}}
+		rt := newRouted(t, dl)
+		done := make(chan int, 1)
+		go func() {
+			resp, _ := rt.post(t, h, body)
+			done <- resp.StatusCode
+		}()
+		select {
+		case code := <-done:
+			t.Fatalf("answered %d before the dead-letter output confirmed", code)
+		case <-time.After(200 * time.Millisecond):
+		}
+		close(release)
+		if code := <-done; code != http.StatusNoContent {
+			t.Fatalf("status %d, want 204", code)
+		}
+		if n := len(dl.Confirmed()); n != 1 {
+			t.Fatalf("%d dead letters, want 1", n)
+		}
+	})
+	tests := []struct {
+		name   string
+		fail   error
+		status int
+		reason string
+	}{
+		{name: "dead-letter output down", fail: errors.New("dead-letter broker unreachable"), status: 502, reason: "dead-letter broker unreachable"},
+		{name: "dead-letter output refuses", fail: engine.Permanent(errors.New("413 from the archive")), status: 400, reason: "invalid event"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dl := &enginetest.Sink{Fail: func(context.Context, int, *event.Event) error { return tt.fail }}
+			rt := newRouted(t, dl)
+			resp, eb := rt.post(t, h, body)
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d (%s), want %d", resp.StatusCode, eb.Error, tt.status)
 			}
-			if n := len(fx.fd.events()); n != 0 {
-				t.Errorf("%d events dispatched from a refused request", n)
-			}
-			gotIndex := -1
-			if eb.Index != nil {
-				gotIndex = *eb.Index
-			}
-			if gotIndex != tt.index {
-				t.Errorf("index = %d, want %d (%s)", gotIndex, tt.index, eb.Error)
-			}
-			if eb.Attribute != tt.attribute {
-				t.Errorf("attribute = %q, want %q (%s)", eb.Attribute, tt.attribute, eb.Error)
-			}
-			if !strings.Contains(eb.Error, tt.reason) || eb.Error == "" {
+			if !strings.Contains(eb.Error, tt.reason) {
 				t.Errorf("error %q does not mention %q", eb.Error, tt.reason)
 			}
 		})
 	}
+}
+
+func ids(es []*event.Event) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.ID())
+	}
+	sort.Strings(out)
+	return out
 }
 
 func TestSizeLimit(t *testing.T) {
@@ -708,6 +875,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add("application/json", "1.0", "id%201", "caf%C3%A9", []byte(`{"x":1}`))
 	f.Add("text/plain", "1.0", "1", "%zz", []byte("\xff\xfe"))
 	f.Add("", "0.3", "1", "", []byte(`"s"`))
+	f.Add("application/cloudevents-batch+json", "", "", "", []byte(`[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"id":2},"x"]`))
 	f.Fuzz(func(t *testing.T, ct, sv, id, ext string, body []byte) {
 		h := http.Header{}
 		for k, v := range map[string]string{"Content-Type": ct, "Ce-Specversion": sv, "Ce-Id": id, "Ce-Myext": ext} {
@@ -719,16 +887,27 @@ func FuzzDecodeRequest(f *testing.F) {
 			h.Set("Ce-Source", "/s")
 			h.Set("Ce-Type", "t")
 		}
-		events, err := decodeRequest(h, body)
-		if err != nil {
-			var re *requestError
-			if !errors.As(err, &re) || (re.Status != 400 && re.Status != 415) || re.Error() == "" {
-				t.Fatalf("error %#v is not a 400/415 request error", err)
+		parts := decodeRequest(h, body)
+		mt, _, _ := mime.ParseMediaType(ct)
+		if mt != event.ApplicationCloudEventsBatchJSON && len(parts) != 1 {
+			t.Fatalf("%d parts from a request that is not a batch, want 1", len(parts))
+		}
+		var events []*event.Event
+		for _, p := range parts {
+			if (p.Event == nil) == (p.Err == nil) {
+				t.Fatalf("part %+v: want an event or an error", p)
 			}
-			if events != nil {
-				t.Fatal("events returned with an error")
+			if p.Err == nil {
+				events = append(events, p.Event)
+				continue
 			}
-			return
+			if (p.Err.Status != 400 && p.Err.Status != 415) || p.Err.Error() == "" {
+				t.Fatalf("error %#v is not a 400/415 request error", p.Err)
+			}
+			// Nothing is lost: the malformed message holds the body, or is a part of it.
+			if p.Err.Index < 0 && !bytes.Contains(p.Raw, body) || p.Err.Index >= 0 && !bytes.Contains(body, p.Raw) {
+				t.Fatalf("malformed part's Raw %q does not hold the body %q (or the element)", p.Raw, body)
+			}
 		}
 		for _, e := range events {
 			if err := e.Validate(); err != nil {
