@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"time"
 
 	"github.com/Azure/go-amqp"
 
@@ -27,15 +26,8 @@ type ConnectionConfig struct {
 	SASL string `yaml:"sasl"`
 	// TLS configures amqps:// brokers.
 	TLS tlsconf.Config `yaml:"tls"`
-	// ConnectTimeout bounds one connection attempt (TCP, TLS, SASL, open, begin, attach) and
-	// every settlement sent to the broker (default 10s).
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ReconnectMinBackoff is the wait before reconnecting after a lost connection or a failed
-	// attempt; it doubles on each failed attempt up to ReconnectMaxBackoff and returns to the
-	// minimum once a connection is established (default 500ms).
-	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
-	// ReconnectMaxBackoff caps the reconnect wait (default 30s).
-	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
+	// Settings: connect_timeout also bounds every settlement sent to the broker.
+	reconnect.Settings `yaml:",inline"`
 }
 
 // InputConfig configures an AMQP input (type: amqp under inputs).
@@ -115,7 +107,7 @@ func (c *ConnectionConfig) validate() error {
 	default:
 		return fmt.Errorf("sasl: %q not supported (use plain or anonymous)", c.SASL)
 	}
-	if err := reconnect.Validate(&c.ConnectTimeout, &c.ReconnectMinBackoff, &c.ReconnectMaxBackoff); err != nil {
+	if err := c.ValidateReconnect(); err != nil {
 		return err
 	}
 	if _, err := c.TLS.Client(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 )
 
 func testDeps() (engine.Deps, *prometheus.Registry) {
@@ -24,10 +25,8 @@ func testDeps() (engine.Deps, *prometheus.Registry) {
 
 func fastConn(url string) ConnectionConfig {
 	return ConnectionConfig{
-		URL:                 url,
-		ConnectTimeout:      5 * time.Second,
-		ReconnectMinBackoff: 50 * time.Millisecond,
-		ReconnectMaxBackoff: 500 * time.Millisecond,
+		URL:      url,
+		Settings: reconnect.Fast,
 	}
 }
 

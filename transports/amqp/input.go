@@ -175,7 +175,7 @@ func (in *Input) Close(ctx context.Context) error {
 // until the link ends, reconnect after the backoff.
 func (in *Input) run(ctx context.Context, d engine.Dispatcher, first chan struct{}) {
 	defer in.workers.Done()
-	bo := reconnect.NewBackoff(in.cfg.ReconnectMinBackoff, in.cfg.ReconnectMaxBackoff)
+	bo := in.cfg.NewBackoff()
 	signalFirst := func() {
 		if first != nil {
 			close(first)

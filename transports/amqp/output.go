@@ -217,7 +217,7 @@ func (o *Output) sendFailed(l *senderLink, err error) error {
 // run is the connection loop, on its own goroutine until ctx ends.
 func (o *Output) run(ctx context.Context, first chan struct{}) {
 	defer close(o.done)
-	bo := reconnect.NewBackoff(o.cfg.ReconnectMinBackoff, o.cfg.ReconnectMaxBackoff)
+	bo := o.cfg.NewBackoff()
 	signalFirst := func() {
 		if first != nil {
 			close(first)

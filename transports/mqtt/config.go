@@ -35,17 +35,12 @@ type ConnectionConfig struct {
 	TLS TLSConfig `yaml:"tls"`
 	// KeepAlive is the MQTT keep-alive interval (default 30s, minimum 1s).
 	KeepAlive time.Duration `yaml:"keepalive"`
-	// ConnectTimeout bounds one connection attempt to one broker, and a network write
-	// (default 10s).
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ReconnectMinBackoff is the wait before reconnecting after a lost connection; it doubles
-	// on each failed attempt, and on each connection that lasted less than 10s, up to
-	// ReconnectMaxBackoff (default 500ms). An input also drops its connection when the engine
-	// rejects a message and resumes the session after this backoff (doubling while rejections
-	// follow each other with no message acknowledged in between).
-	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
-	// ReconnectMaxBackoff caps the reconnect wait (default 30s).
-	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
+	// Settings: connect_timeout also bounds a network write and a ping. The reconnect wait
+	// also doubles on each connection that lasted less than 10s, and an input drops its
+	// connection when the engine rejects a message and resumes the session after
+	// reconnect_min_backoff (doubling while rejections follow each other with no message
+	// acknowledged in between).
+	reconnect.Settings `yaml:",inline"`
 }
 
 // TLSConfig is the client side of TLS for ssl:// brokers (the shared "tls" block).
@@ -117,7 +112,7 @@ func (c *ConnectionConfig) validate(needID bool) error {
 	if c.KeepAlive < time.Second {
 		return fmt.Errorf("keepalive: %v is below 1s", c.KeepAlive)
 	}
-	if err := reconnect.Validate(&c.ConnectTimeout, &c.ReconnectMinBackoff, &c.ReconnectMaxBackoff); err != nil {
+	if err := c.ValidateReconnect(); err != nil {
 		return err
 	}
 	if _, err := c.TLS.Client(); err != nil {

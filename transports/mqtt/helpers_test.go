@@ -17,6 +17,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 )
 
 func uniq(t testing.TB) string {
@@ -33,13 +34,9 @@ func testDeps(t testing.TB) (engine.Deps, *prometheus.Registry) {
 }
 
 func fastConn(url, clientID string) ConnectionConfig {
-	return ConnectionConfig{
-		Brokers:             []string{url},
-		ClientID:            clientID,
-		ConnectTimeout:      2 * time.Second,
-		ReconnectMinBackoff: 50 * time.Millisecond,
-		ReconnectMaxBackoff: 500 * time.Millisecond,
-	}
+	c := ConnectionConfig{Brokers: []string{url}, ClientID: clientID, Settings: reconnect.Fast}
+	c.ConnectTimeout = 2 * time.Second // also the ping timeout: a stalled input is noticed soon
+	return c
 }
 
 // startInput builds and starts an input and waits until it is ready; the test's cleanup closes

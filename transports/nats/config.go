@@ -27,12 +27,8 @@ type ConnectionConfig struct {
 	Token string `yaml:"token"`
 	// TLS configures the client side of TLS; setting it turns TLS on.
 	TLS tlsconf.Config `yaml:"tls"`
-	// ConnectTimeout bounds one connection attempt and every JetStream API call (default 10s).
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	// ReconnectMinBackoff is the wait before reconnecting; it doubles per failed attempt up to
-	// ReconnectMaxBackoff (defaults 500ms and 30s).
-	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
-	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
+	// Settings: connect_timeout also bounds every JetStream API call.
+	reconnect.Settings `yaml:",inline"`
 }
 
 // InputConfig configures a NATS JetStream input (type: nats under inputs).
@@ -108,7 +104,7 @@ func (c *ConnectionConfig) validate() error {
 	if c.Token != "" && c.Username != "" {
 		return errors.New("token: set either token or username, not both")
 	}
-	if err := reconnect.Validate(&c.ConnectTimeout, &c.ReconnectMinBackoff, &c.ReconnectMaxBackoff); err != nil {
+	if err := c.ValidateReconnect(); err != nil {
 		return err
 	}
 	if _, err := c.TLS.Client(); err != nil {

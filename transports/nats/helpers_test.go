@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
@@ -23,10 +24,8 @@ func testDeps() engine.Deps {
 
 func fastConn(url string) ConnectionConfig {
 	return ConnectionConfig{
-		URL:                 url,
-		ConnectTimeout:      5 * time.Second,
-		ReconnectMinBackoff: 50 * time.Millisecond,
-		ReconnectMaxBackoff: 500 * time.Millisecond,
+		URL:      url,
+		Settings: reconnect.Fast,
 	}
 }
 

@@ -207,7 +207,7 @@ func (in *Input) consumerConfig() jetstream.ConsumerConfig {
 // consumer, pull and dispatch, and start again after the backoff when pulling fails.
 func (in *Input) run(ctx context.Context, js jetstream.JetStream, d engine.Dispatcher) {
 	defer in.workers.Done()
-	bo := reconnect.NewBackoff(in.cfg.ReconnectMinBackoff, in.cfg.ReconnectMaxBackoff)
+	bo := in.cfg.NewBackoff()
 	for ctx.Err() == nil {
 		err := in.consume(ctx, js, d, bo)
 		if ctx.Err() != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/ce"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/internal/reconnect"
 	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
@@ -95,7 +96,7 @@ func TestOutputWithoutStreamFails(t *testing.T) {
 func TestInputMalformedIsDispatched(t *testing.T) {
 	f := sharedFixture(t)
 	_, d := startInput(t, f.inputConfig())
-	nc, js, err := connect(&ConnectionConfig{URL: f.url, ConnectTimeout: 5 * time.Second}, "pub", testDeps().Logger, func(bool) {})
+	nc, js, err := connect(&ConnectionConfig{URL: f.url, Settings: reconnect.Fast}, "pub", testDeps().Logger, func(bool) {})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,9 @@ func TestValidate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ct, mn, mx := tc.ct, tc.min, tc.max
-			err := Validate(&ct, &mn, &mx)
+			s := Settings{ConnectTimeout: tc.ct, ReconnectMinBackoff: tc.min, ReconnectMaxBackoff: tc.max}
+			err := s.ValidateReconnect()
+			ct, mn, mx := s.ConnectTimeout, s.ReconnectMinBackoff, s.ReconnectMaxBackoff
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("Validate = %v, want %q", err, tc.err)
@@ -38,7 +39,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	b := NewBackoff(100*time.Millisecond, 350*time.Millisecond)
+	b := Settings{ReconnectMinBackoff: 100 * time.Millisecond, ReconnectMaxBackoff: 350 * time.Millisecond}.NewBackoff()
 	var got []time.Duration
 	for range 4 {
 		got = append(got, b.Next())
