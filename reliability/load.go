@@ -306,8 +306,9 @@ type MQTTConsumer struct {
 
 var _ Consumer = (*MQTTConsumer)(nil)
 
-// NewMQTTConsumer connects to broker with a persistent session (clientID fixed) and subscribes
-// to topic. The session survives the consumer's and the broker's restarts (with persistence).
+// NewMQTTConsumer connects to broker with a persistent session (clientID fixed), subscribes
+// to topic and returns once the broker confirmed the subscription. The session survives the
+// consumer's and the broker's restarts (with persistence).
 func NewMQTTConsumer(broker, clientID, topic string) (*MQTTConsumer, error) {
 	v := &MQTTConsumer{}
 	handler := func(_ paho.Client, m paho.Message) { v.record(idOf(m.Payload())) }
@@ -315,10 +316,28 @@ func NewMQTTConsumer(broker, clientID, topic string) (*MQTTConsumer, error) {
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).SetResumeSubs(true).
 		SetConnectTimeout(5 * time.Second).SetMaxReconnectInterval(time.Second).
 		SetDefaultPublishHandler(handler).SetOrderMatters(false)
-	o.SetOnConnectHandler(func(c paho.Client) { c.Subscribe(topic, 1, handler) })
+	subscribed := make(chan paho.Token, 1)
+	o.SetOnConnectHandler(func(c paho.Client) {
+		t := c.Subscribe(topic, 1, handler)
+		select {
+		case subscribed <- t:
+		default:
+		}
+	})
 	v.c = paho.NewClient(o)
 	if t := v.c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		return nil, fmt.Errorf("mqtt consumer connect %s: %v", broker, t.Error())
+	}
+	// Return only once the first subscription holds, so that nothing published next is missed.
+	select {
+	case t := <-subscribed:
+		if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			v.c.Disconnect(0)
+			return nil, fmt.Errorf("mqtt consumer subscribe %s: %v", topic, t.Error())
+		}
+	case <-time.After(10 * time.Second):
+		v.c.Disconnect(0)
+		return nil, fmt.Errorf("mqtt consumer subscribe %s: not subscribed within 10s", topic)
 	}
 	return v, nil
 }

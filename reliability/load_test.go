@@ -2,11 +2,14 @@ package reliability
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/kafka/kafkatest"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
 // TestEventSize checks that generated events have the size a scenario asks for, so that the
@@ -28,41 +31,126 @@ func TestEventSize(t *testing.T) {
 	}
 }
 
-// TestEndpoints runs each producer straight into its consumer on the shared brokers: what the
-// producer confirmed, the consumer must see, once.
-func TestEndpoints(t *testing.T) {
-	const n = 500
-	t.Run("mqtt", func(t *testing.T) {
+// loadPair opens a producer and a consumer of one destination; consumer may be called again to
+// open another consumer of the same persistent subscription.
+type loadPair struct {
+	name     string
+	consumer func() (Consumer, error)
+	producer func() (Producer, error)
+}
+
+// endpoints returns a fresh destination for every producer and consumer of this package, on
+// the shared brokers (an unreachable one skips its subtest) and an in-process Kafka cluster.
+// It is called inside the subtest named name.
+func endpoints(t *testing.T, name string) loadPair {
+	t.Helper()
+	kind, mode, _ := strings.Cut(name, "-")
+	id := fmt.Sprintf("%d", time.Now().UnixNano())
+	switch kind {
+	case "mqtt":
 		url := mqtttest.Shared(t)
-		run := fmt.Sprintf("ep%d", time.Now().UnixNano())
-		c, err := NewMQTTConsumer(url, "consumer-"+run, "reliability/"+run)
+		return loadPair{name,
+			func() (Consumer, error) { return NewMQTTConsumer(url, "consumer-"+id, "reliability/"+id) },
+			func() (Producer, error) { return NewMQTTProducer(url, "producer-"+id, "reliability/"+id) }}
+	case "amqp":
+		node := amqptest.Shared(t)
+		addr := "/queue/" + amqptest.QueueName(t, "reliability-")
+		return loadPair{name,
+			func() (Consumer, error) { return NewAMQPConsumer(node.URL(), addr, 50) },
+			func() (Producer, error) { return NewAMQPProducer(node.URL(), addr, mode) }}
+	case "nats":
+		url := natstest.Shared(t)
+		stream := natstest.Name("RELIABILITY")
+		subject := "reliability." + stream
+		natstest.Stream(t, url, stream, subject)
+		return loadPair{name,
+			func() (Consumer, error) { return NewNATSConsumer(url, stream, "durable", subject, 50) },
+			func() (Producer, error) { return NewNATSProducer(url, subject, mode) }}
+	case "kafka":
+		k := kafkatest.Start(t)
+		topic := k.Topic(t, "reliability", 3)
+		group := kafkatest.Name("group")
+		return loadPair{name,
+			func() (Consumer, error) { return NewKafkaConsumer(k.Seeds(), topic, group) },
+			func() (Producer, error) { return NewKafkaProducer(k.Seeds(), topic, mode) }}
+	case "http":
+		r, err := NewHTTPReceiver("127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		p, err := NewMQTTProducer(url, "producer-"+run, "reliability/"+run)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		checkFlow(t, p, c, run, n)
-	})
-	for _, mode := range []string{"binary", "structured"} {
-		t.Run("amqp-"+mode, func(t *testing.T) {
-			node := amqptest.Shared(t)
-			addr := "/queue/" + amqptest.QueueName(t, "reliability-")
-			run := fmt.Sprintf("ep%d", time.Now().UnixNano())
-			c, err := NewAMQPConsumer(node.URL(), addr, 50)
+		t.Cleanup(r.Close)
+		return loadPair{name,
+			func() (Consumer, error) { return r, nil },
+			func() (Producer, error) { return NewHTTPProducer(r.URL()), nil }}
+	}
+	t.Fatalf("no endpoint %q", name)
+	return loadPair{}
+}
+
+// TestEndpoints runs each producer straight into its consumer: what the producer confirmed,
+// the consumer must see, once.
+func TestEndpoints(t *testing.T) {
+	for _, name := range []string{"mqtt", "amqp-binary", "amqp-structured", "nats-binary", "nats-structured",
+		"kafka-binary", "kafka-structured", "http"} {
+		t.Run(name, func(t *testing.T) {
+			e := endpoints(t, name)
+			c, err := e.consumer()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			p, err := NewAMQPProducer(node.URL(), addr, mode)
+			p, err := e.producer()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer p.Close()
-			checkFlow(t, p, c, run, n)
+			checkFlow(t, p, c, fmt.Sprintf("ep%d", time.Now().UnixNano()), 500)
+		})
+	}
+}
+
+// TestConsumerResumes checks that a consumer's persistent subscription (MQTT session, AMQP
+// durable queue, JetStream durable consumer, Kafka group offsets) outlives it: events published
+// while no consumer runs reach the next one, and events the first one received are not
+// delivered again.
+func TestConsumerResumes(t *testing.T) {
+	for _, name := range []string{"mqtt", "amqp-binary", "nats-binary", "kafka-binary"} {
+		t.Run(name, func(t *testing.T) {
+			e := endpoints(t, name)
+			p, err := e.producer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			run := fmt.Sprintf("resume%d", time.Now().UnixNano())
+			c1, err := e.consumer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, err := p.Publish(run, 0, 100, 300, 10, time.Now().Add(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := c1.WaitFor(run, before, 30*time.Second); r.Missing != 0 {
+				t.Fatalf("first consumer: %s", r)
+			}
+			c1.Close()
+
+			after, err := p.Publish(run, 100, 200, 300, 10, time.Now().Add(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c2, err := e.consumer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c2.Close()
+			if r := c2.WaitFor(run, after, 30*time.Second); r.Missing != 0 || r.Duplicates != 0 {
+				t.Fatalf("second consumer, events published while none ran: %s (missing %v)", r, r.MissingIDs)
+			}
+			if r := c2.Report(run, before); r.Received != 0 {
+				t.Fatalf("second consumer received %d events the first one had received", r.Received)
+			}
 		})
 	}
 }
