@@ -39,9 +39,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/
 
 # End-to-end benchmark through the local brokers (a private mosquitto, RabbitMQ on 127.0.0.1:5672
-# with AMQP 1.0; see scripts/brokers.sh): the brokers alone, then turnout at-least-once and
-# best-effort, for each pipeline. Figures and definitions: docs/benchmarks.md. Knobs (environment):
-# TURNOUT_BENCH_EVENTS (20000), TURNOUT_BENCH_REPEAT (1), TURNOUT_BENCH_PIPELINES, TURNOUT_BENCH_VARIANTS.
+# with AMQP 1.0, nats-server with JetStream on 127.0.0.1:4222; see scripts/brokers.sh; Kafka is
+# kfake in a process of its own): the brokers alone, then turnout at-least-once and best-effort,
+# for each pipeline. Figures and definitions: docs/benchmarks.md. Knobs (environment):
+# TURNOUT_BENCH_EVENTS (30000), TURNOUT_BENCH_REPEAT (1), TURNOUT_BENCH_PIPELINES (e.g.
+# http-nats,nats-kafka), TURNOUT_BENCH_VARIANTS, TURNOUT_BENCH_WINDOW, TURNOUT_BENCH_HTTP_WINDOW.
 bench-e2e:
 	TURNOUT_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 60m -run '^TestBenchE2E$$' ./reliability/
 

@@ -1,10 +1,13 @@
 package reliability
 
 import (
+	"bufio"
 	"cmp"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -14,9 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
+
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
 // The end-to-end benchmark (make bench-e2e) measures, for each pipeline, what the brokers
@@ -32,7 +38,9 @@ import (
 //     generator and consumer connected straight through, gen -> input destination -> drain and
 //     gen -> output destination -> consumer, so that the machine carries both brokers' load at
 //     once, as it does under turnout. The pipeline's limit is the lower of the two leg rates,
-//     and its latencies are those of that leg.
+//     and its latencies are those of that leg. An HTTP input has no broker: its leg is the
+//     HTTP generator posting to an HTTPReceiver in this process, which answers 204 once it
+//     recorded the event, the cheapest receiver the protocol allows.
 //   - (b) turnout at-least-once and (c) turnout best-effort: gen -> input destination ->
 //     turnout (stock attrroute rule) -> output destination -> consumer. turnout's CPU time and
 //     peak RSS are measured over the run (from the first publish to the last receipt).
@@ -47,6 +55,7 @@ type benchSettings struct {
 	events    int      // events per run (TURNOUT_BENCH_EVENTS)
 	warmup    int      // events of each warm-up
 	window    int      // producer publishes awaiting confirmation (TURNOUT_BENCH_WINDOW)
+	httpWin   int      // HTTP producer's requests in flight, one connection each (TURNOUT_BENCH_HTTP_WINDOW)
 	repeat    int      // runs per variant, the median is reported (TURNOUT_BENCH_REPEAT)
 	pipelines []string // which pipelines (TURNOUT_BENCH_PIPELINES)
 	variants  string   // which variants, letters of "abc" (TURNOUT_BENCH_VARIANTS)
@@ -56,7 +65,7 @@ type benchSettings struct {
 // benchTuning is turnout's configuration for throughput, recorded in docs/benchmarks.md.
 type benchTuning struct {
 	maxInFlight   int    // route max_in_flight (TURNOUT_BENCH_MAX_IN_FLIGHT)
-	credit        int    // AMQP input credit (TURNOUT_BENCH_CREDIT)
+	credit        int    // AMQP input credit and NATS input max_ack_pending (TURNOUT_BENCH_CREDIT)
 	receiveBuffer int    // MQTT input receive_buffer (TURNOUT_BENCH_RECEIVE_BUFFER)
 	consumerCred  int    // the AMQP consumer's credit
 	ruleTimeout   string // rule.timeout, the rule's CPU guard; "" keeps the default (TURNOUT_BENCH_RULE_TIMEOUT)
@@ -78,8 +87,9 @@ func benchSettingsFromEnv(t *testing.T) benchSettings {
 	s := benchSettings{
 		events:    num("TURNOUT_BENCH_EVENTS", 30000),
 		window:    num("TURNOUT_BENCH_WINDOW", 1000),
+		httpWin:   num("TURNOUT_BENCH_HTTP_WINDOW", 100),
 		repeat:    num("TURNOUT_BENCH_REPEAT", 1),
-		pipelines: []string{"mqtt-amqp", "amqp-mqtt", "amqp-amqp", "mqtt-mqtt"},
+		pipelines: benchPipelines,
 		variants:  cmp.Or(os.Getenv("TURNOUT_BENCH_VARIANTS"), "abc"),
 		tuning: benchTuning{
 			maxInFlight:   num("TURNOUT_BENCH_MAX_IN_FLIGHT", 4096),
@@ -95,8 +105,9 @@ func benchSettingsFromEnv(t *testing.T) benchSettings {
 	}
 	for _, p := range s.pipelines {
 		in, out, ok := strings.Cut(p, "-")
-		if !ok || !validKind(in) || !validKind(out) {
-			t.Fatalf("TURNOUT_BENCH_PIPELINES: %q is not one of mqtt-amqp, amqp-mqtt, amqp-amqp, mqtt-mqtt", p)
+		if !ok || !slices.Contains(benchInputs, in) || !slices.Contains(benchOutputs, out) {
+			t.Fatalf("TURNOUT_BENCH_PIPELINES: %q is not INPUT-OUTPUT with an input of %v and an output of %v (e.g. %s)",
+				p, benchInputs, benchOutputs, strings.Join(benchPipelines, ","))
 		}
 	}
 	if strings.Trim(s.variants, "abc") != "" {
@@ -105,29 +116,59 @@ func benchSettingsFromEnv(t *testing.T) benchSettings {
 	return s
 }
 
-func validKind(k string) bool { return k == "mqtt" || k == "amqp" }
+// windowFor is the producer window for a generator publishing to a broker of kind.
+func (s benchSettings) windowFor(kind string) int {
+	if kind == "http" {
+		return s.httpWin
+	}
+	return s.window
+}
+
+// The pipelines the benchmark knows: any input kind to any output kind, and the default list.
+var (
+	benchInputs    = []string{"mqtt", "amqp", "nats", "kafka", "http"}
+	benchOutputs   = []string{"mqtt", "amqp", "nats", "kafka"}
+	benchPipelines = []string{"mqtt-amqp", "amqp-mqtt", "amqp-amqp", "mqtt-mqtt", "http-nats", "http-amqp"}
+)
 
 // benchBroker is one side of a pipeline: a broker that producers, consumers and turnout reach.
 // MQTT sides are private mosquitto processes (max_queued_messages 0); AMQP sides are the
-// shared RabbitMQ, with a fresh queue for every destination.
+// shared RabbitMQ, with a fresh queue for every destination; NATS sides the shared nats-server
+// with a fresh file-backed stream for every destination; Kafka sides a kfake cluster in a
+// process of its own (see startKfake) with a fresh topic for every destination. An HTTP input
+// side has no broker: its destination is an address, where turnout's HTTP input listens, or in
+// variant a an HTTPReceiver.
 type benchBroker struct {
-	kind string // "mqtt" or "amqp"
-	mqtt *mqtttest.Mosquitto
-	amqp *amqptest.Node
-	pid  int // the broker's process, for its CPU time (0: unknown)
+	kind    string // one of benchInputs
+	mqtt    *mqtttest.Mosquitto
+	amqp    *amqptest.Node
+	natsURL string
+	kafka   *kfakeProc
+	pid     int // the broker's process, for its CPU time (0: unknown or none)
 }
 
 func newBenchBroker(t *testing.T, kind string) *benchBroker {
 	t.Helper()
 	b := &benchBroker{kind: kind}
-	addr := amqptest.SharedAddr
-	if kind == "mqtt" {
+	var addr string
+	switch kind {
+	case "mqtt":
 		// Save the persistence file every 30 minutes, as a stock mosquitto does, not after
 		// every change as restart tests need: the benchmark measures the broker's forwarding.
 		b.mqtt = mqtttest.StartWithConfig(t, "autosave_on_changes false", "autosave_interval 1800")
 		addr = b.mqtt.Addr()
-	} else {
+	case "amqp":
 		b.amqp = amqptest.Shared(t)
+		addr = amqptest.SharedAddr
+	case "nats":
+		b.natsURL = natstest.Shared(t)
+		addr = natstest.SharedAddr
+	case "kafka":
+		b.kafka = startKfake(t)
+		b.pid = b.kafka.cmd.Process.Pid
+		return b
+	case "http":
+		return b
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(port)
@@ -139,24 +180,44 @@ func newBenchBroker(t *testing.T, kind string) *benchBroker {
 	return b
 }
 
+// benchBrokerNames are the names cpuTable gives the brokers' processes, in column order.
+var benchBrokerNames = []string{"mosquitto", "RabbitMQ", "nats-server", "kfake"}
+
 // proc names the broker's process for a cpuMeter; side is "in" or "out".
 func (b *benchBroker) proc(side string) benchProc {
-	if b.kind == "mqtt" {
+	switch b.kind {
+	case "mqtt":
 		return benchProc{"mosquitto " + side, b.pid}
+	case "amqp":
+		return benchProc{"RabbitMQ (shared)", b.pid}
+	case "nats":
+		return benchProc{"nats-server (shared)", b.pid}
+	case "kafka":
+		return benchProc{"kfake", b.pid}
 	}
-	return benchProc{"RabbitMQ (shared)", b.pid}
+	return benchProc{"none", 0}
 }
 
-// dest names a fresh destination on the broker: an MQTT topic prefix or an AMQP queue name.
-// An AMQP queue is deleted when the test ends.
+// dest names a fresh destination on the broker: an MQTT topic prefix, an AMQP queue, a NATS
+// stream (capturing the subject "bench.<stream>"), a Kafka topic or an HTTP listen address.
+// Queues and streams are deleted when the test ends.
 func (b *benchBroker) dest(t *testing.T, prefix string) string {
 	t.Helper()
-	if b.kind == "mqtt" {
+	switch b.kind {
+	case "mqtt":
 		return fmt.Sprintf("bench/%s%d", prefix, time.Now().UnixNano())
+	case "amqp":
+		q := amqptest.QueueName(t, "bench-"+prefix)
+		t.Cleanup(func() { _, _ = b.amqp.Ctl("delete_queue", q) })
+		return q
+	case "nats":
+		name := natstest.Name("BENCH_" + strings.Trim(prefix, "-"))
+		natstest.Stream(t, b.natsURL, name, "bench."+name)
+		return name
+	case "kafka":
+		return b.kafka.topic(t, "bench-"+prefix)
 	}
-	q := amqptest.QueueName(t, "bench-"+prefix)
-	t.Cleanup(func() { _, _ = b.amqp.Ctl("delete_queue", q) })
-	return q
+	return testutil.FreeAddr(t)
 }
 
 // producer connects a generator that publishes to dest.
@@ -166,10 +227,17 @@ func (b *benchBroker) producer(t *testing.T, dest, id string) Producer {
 		p   Producer
 		err error
 	)
-	if b.kind == "mqtt" {
+	switch b.kind {
+	case "mqtt":
 		p, err = NewMQTTProducer(b.mqtt.URL(), "gen-"+id, dest+"/"+EventType)
-	} else {
+	case "amqp":
 		p, err = NewAMQPProducer(b.amqp.URL(), "/queue/"+dest, "binary")
+	case "nats":
+		p, err = NewNATSProducer(b.natsURL, "bench."+dest, "binary")
+	case "kafka":
+		p, err = NewKafkaProducer([]string{b.kafka.addr}, dest, "binary")
+	default:
+		p = NewHTTPProducer("http://" + dest + "/")
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -185,10 +253,17 @@ func (b *benchBroker) consumer(t *testing.T, dest, id string, tun benchTuning) C
 		c   Consumer
 		err error
 	)
-	if b.kind == "mqtt" {
+	switch b.kind {
+	case "mqtt":
 		c, err = NewMQTTConsumer(b.mqtt.URL(), "consumer-"+id, dest+"/#")
-	} else {
+	case "amqp":
 		c, err = NewAMQPConsumer(b.amqp.URL(), "/queue/"+dest, tun.consumerCred)
+	case "nats":
+		c, err = NewNATSConsumer(b.natsURL, dest, "consumer-"+id, "", tun.consumerCred)
+	case "kafka":
+		c, err = NewKafkaConsumer([]string{b.kafka.addr}, dest, "consumer-"+id)
+	default:
+		c, err = NewHTTPReceiver(dest)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -199,34 +274,160 @@ func (b *benchBroker) consumer(t *testing.T, dest, id string, tun benchTuning) C
 
 // inputYAML is turnout's input reading dest, indented for the inputs block.
 func (b *benchBroker) inputYAML(dest, id string, tun benchTuning) string {
-	if b.kind == "mqtt" {
+	switch b.kind {
+	case "mqtt":
 		return fmt.Sprintf(`    type: mqtt
     brokers: [%q]
     client_id: turnout-bench-%s
     topics: [%q]
     receive_buffer: %d
 `, b.mqtt.URL(), id, dest+"/#", tun.receiveBuffer)
-	}
-	return fmt.Sprintf(`    type: amqp
+	case "amqp":
+		return fmt.Sprintf(`    type: amqp
     url: %s
     address: /queue/%s
     credit: %d
 `, b.amqp.URL(), dest, tun.credit)
+	case "nats":
+		return fmt.Sprintf(`    type: nats
+    url: %s
+    stream: %s
+    consumer: turnout-bench-%s
+    max_ack_pending: %d
+`, b.natsURL, dest, id, tun.credit)
+	case "kafka":
+		return fmt.Sprintf(`    type: kafka
+    brokers: [%q]
+    group: turnout-bench-%s
+    topics: [%q]
+`, b.kafka.addr, id, dest)
+	}
+	return fmt.Sprintf(`    type: http
+    listen: %s
+`, dest)
 }
 
 // outputYAML is turnout's output writing to dest, indented for the outputs block.
 func (b *benchBroker) outputYAML(dest string) string {
-	if b.kind == "mqtt" {
+	switch b.kind {
+	case "mqtt":
 		return fmt.Sprintf(`    type: mqtt
     brokers: [%q]
     topic_template: %q
 `, b.mqtt.URL(), dest+"/{type}")
-	}
-	return fmt.Sprintf(`    type: amqp
+	case "amqp":
+		return fmt.Sprintf(`    type: amqp
     url: %s
     address: /queue/%s
     mode: binary
 `, b.amqp.URL(), dest)
+	case "nats":
+		return fmt.Sprintf(`    type: nats
+    url: %s
+    subject: bench.%s
+    mode: binary
+`, b.natsURL, dest)
+	}
+	return fmt.Sprintf(`    type: kafka
+    brokers: [%q]
+    topic: %s
+    mode: binary
+`, b.kafka.addr, dest)
+}
+
+// kfakeProc is a kfake cluster (one broker, data in a temporary directory, written through the
+// page cache as a stock Kafka broker does) in a process of its own: the test binary run again as
+// TestBenchKfake, so that its CPU time is measured apart from the generators and consumers.
+type kfakeProc struct {
+	cmd  *exec.Cmd
+	addr string // host:port of the broker
+	mu   sync.Mutex
+	in   io.Writer      // commands: "topic NAME PARTITIONS"
+	out  *bufio.Scanner // answers: "ok" or an error
+}
+
+// benchKfakeDir is the variable that makes TestBenchKfake run a kfake cluster with its data in
+// the directory it names.
+const benchKfakeDir = "TURNOUT_BENCH_KFAKE_DIR"
+
+func startKfake(t *testing.T) *kfakeProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestBenchKfake$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), benchKfakeDir+"="+t.TempDir())
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start kfake: %v", err)
+	}
+	k := &kfakeProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	t.Cleanup(func() {
+		_ = in.Close() // the cluster closes and the process exits
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	if !k.out.Scan() || !strings.HasPrefix(k.out.Text(), "listening ") {
+		t.Fatalf("kfake did not start: %q %v", k.out.Text(), k.out.Err())
+	}
+	k.addr = strings.TrimPrefix(k.out.Text(), "listening ")
+	return k
+}
+
+// topic creates a topic with a fresh name starting with prefix, with 4 partitions.
+func (k *kfakeProc) topic(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s%d", prefix, time.Now().UnixNano())
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	fmt.Fprintf(k.in, "topic %s 4\n", name)
+	if !k.out.Scan() || k.out.Text() != "ok" {
+		t.Fatalf("kfake: create topic %s: %q %v", name, k.out.Text(), k.out.Err())
+	}
+	return name
+}
+
+// TestBenchKfake is the kfake process of the end-to-end benchmark (see startKfake); it skips
+// unless started by it. It prints "listening HOST:PORT", then creates the topics named on its
+// standard input ("topic NAME PARTITIONS", answered "ok" or the error) until that closes.
+func TestBenchKfake(t *testing.T) {
+	dir := os.Getenv(benchKfakeDir)
+	if dir == "" {
+		t.Skip("the kfake process of the end-to-end benchmark (make bench-e2e starts it)")
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Printf("listening %s\n", c.ListenAddrs()[0])
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var (
+			name string
+			n    int32
+		)
+		if _, err := fmt.Sscanf(sc.Text(), "topic %s %d", &name, &n); err != nil {
+			fmt.Printf("bad command %q: %v\n", sc.Text(), err)
+			continue
+		}
+		if err := c.CreateTopic(name, n, nil); err != nil {
+			fmt.Printf("create topic %s: %v\n", name, err)
+			continue
+		}
+		fmt.Println("ok")
+	}
 }
 
 // benchConfig is the turnout configuration of variants b and c.
@@ -335,16 +536,16 @@ func TestBenchE2E(t *testing.T) {
 	s := benchSettingsFromEnv(t)
 	rule := writeRule(t, t.TempDir(), "filters/rules/attrroute")
 	turnoutBinary(t) // build before the first measurement
-	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d, %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit %d, mqtt receive_buffer %d, rule.timeout %s",
-		s.events, benchEventSize, s.warmup, s.window, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"))
+	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d (http %d), %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit and nats max_ack_pending %d, mqtt receive_buffer %d, rule.timeout %s",
+		s.events, benchEventSize, s.warmup, s.window, s.httpWin, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"))
 
 	var rows []benchRow
 	for _, p := range s.pipelines {
 		t.Run(p, func(t *testing.T) {
 			inKind, outKind, _ := strings.Cut(p, "-")
 			in := newBenchBroker(t, inKind)
-			out := in // AMQP -> AMQP: one RabbitMQ, two queues
-			if p != "amqp-amqp" {
+			out := in // AMQP -> AMQP, NATS -> NATS, Kafka -> Kafka: one broker, two destinations
+			if inKind != outKind || inKind == "mqtt" {
 				out = newBenchBroker(t, outKind) // MQTT -> MQTT: two mosquitto processes
 			}
 			name := strings.ReplaceAll(p, "-", "->")
@@ -389,9 +590,9 @@ func TestBenchE2E(t *testing.T) {
 		return
 	}
 	// The tables go to standard output as they are, to be pasted into docs/benchmarks.md.
-	fmt.Printf("\nend-to-end benchmark: %d events of %d bytes per run, producer window %d, median of %d run(s); %d CPUs, %s\n"+
-		"turnout: max_in_flight %d, amqp input credit %d, mqtt input receive_buffer %d, rule.timeout %s\n\n%s\n",
-		s.events, benchEventSize, s.window, s.repeat, runtime.NumCPU(), runtime.Version(),
+	fmt.Printf("\nend-to-end benchmark: %d events of %d bytes per run, producer window %d (http: %d requests), median of %d run(s); %d CPUs, %s\n"+
+		"turnout: max_in_flight %d, amqp input credit and nats input max_ack_pending %d, mqtt input receive_buffer %d, rule.timeout %s\n\n%s\n",
+		s.events, benchEventSize, s.window, s.httpWin, s.repeat, runtime.NumCPU(), runtime.Version(),
 		s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"), benchTable(rows))
 	fmt.Printf("CPU time per 10,000 events, by process:\n\n%s\n", cpuTable(rows))
 }
@@ -475,6 +676,11 @@ func (c cpuSplit) of(prefix string) time.Duration {
 	return d
 }
 
+// has reports whether a process whose name starts with prefix was measured.
+func (c cpuSplit) has(prefix string) bool {
+	return slices.ContainsFunc(c.names, func(n string) bool { return strings.HasPrefix(n, prefix) })
+}
+
 // String reads "machine 97% busy over 3.1s on 2 cores: turnout 1.40s, mosquitto 0.62s, ...".
 func (c cpuSplit) String() string {
 	var b strings.Builder
@@ -495,22 +701,23 @@ func benchBrokersAlone(t *testing.T, s benchSettings, in, out *benchBroker, i in
 	start := time.Now()
 	id := fmt.Sprintf("a%d-%d", i, time.Now().UnixNano())
 	type leg struct {
-		p   Producer
-		c   Consumer
-		res flowResult
-		err error
+		p      Producer
+		c      Consumer
+		window int
+		res    flowResult
+		err    error
 	}
 	var legs [2]*leg
 	for j, b := range []*benchBroker{in, out} {
 		dest := b.dest(t, fmt.Sprintf("a%d-leg%d-", i, j))
 		lid := fmt.Sprintf("%s-leg%d", id, j)
 		c := b.consumer(t, dest, lid, s.tuning)
-		legs[j] = &leg{p: b.producer(t, dest, lid), c: c}
+		legs[j] = &leg{p: b.producer(t, dest, lid), c: c, window: s.windowFor(b.kind)}
 	}
 	both := func(run string, n int) {
 		var wg sync.WaitGroup
 		for j, l := range legs {
-			wg.Go(func() { l.res, l.err = runFlow(l.p, l.c, fmt.Sprintf("%s-%s%d", id, run, j), n, s.window) })
+			wg.Go(func() { l.res, l.err = runFlow(l.p, l.c, fmt.Sprintf("%s-%s%d", id, run, j), n, l.window) })
 		}
 		wg.Wait()
 		for _, l := range legs {
@@ -548,7 +755,7 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	defer tr.kill()
 	p := in.producer(t, inDest, id)
 
-	if _, err := runFlow(p, c, id+"-w", s.warmup, s.window); err != nil {
+	if _, err := runFlow(p, c, id+"-w", s.warmup, s.windowFor(in.kind)); err != nil {
 		t.Fatal(err)
 	}
 	const ackLatency = "turnout_ack_latency_seconds" // Dispatch to settlement of each input message
@@ -558,7 +765,7 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := runFlow(p, c, id+"-m", s.events, s.window)
+	res, err := runFlow(p, c, id+"-m", s.events, s.windowFor(in.kind))
 	u := sampler.Stop()
 	split := meter.stop(t)
 	if err != nil {
@@ -573,7 +780,7 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 		held := time.Duration((scrape(t, admin, ackLatency+"_sum") - ackSum) / n * float64(time.Second))
 		t.Logf("  turnout %s: held each input message %v on average, so %.0f in flight on average (bound: max_in_flight %d%s)",
 			mode, held.Round(100*time.Microsecond), res.rate*held.Seconds(), s.tuning.maxInFlight,
-			map[string]string{"amqp": fmt.Sprintf(", credit %d", s.tuning.credit)}[in.kind])
+			map[string]string{"amqp": fmt.Sprintf(", credit %d", s.tuning.credit), "nats": fmt.Sprintf(", max_ack_pending %d", s.tuning.credit)}[in.kind])
 	}
 	variant := "b at-least-once"
 	if mode == "best-effort" {
@@ -611,24 +818,34 @@ func benchTable(rows []benchRow) string {
 
 // cpuTable formats where the machine's CPU went in each run, per 10,000 events through the
 // pipeline: turnout, the brokers, this process (generators and consumers), and everything else
-// (other load on the machine, the kernel's share not charged to a process).
+// (other load on the machine, the kernel's share not charged to a process). A broker that takes
+// part in no row gets no column.
 func cpuTable(rows []benchRow) string {
-	cells := [][]string{{"pipeline", "variant", "turnout", "mosquitto", "RabbitMQ", "generators + consumers", "everything else", "machine busy"}}
+	cols := []string{"turnout"}
+	for _, b := range benchBrokerNames {
+		if slices.ContainsFunc(rows, func(r benchRow) bool { return r.cpu.has(b) }) {
+			cols = append(cols, b)
+		}
+	}
+	cols = append(cols, "generators")
+	cells := [][]string{append(append([]string{"pipeline", "variant"}, cols[:len(cols)-1]...), "generators + consumers", "everything else", "machine busy")}
 	for _, r := range rows {
 		if r.flow.received == 0 {
 			continue
 		}
 		c := r.cpu
-		per := func(name string) string {
-			if !slices.ContainsFunc(c.names, func(n string) bool { return strings.HasPrefix(n, name) }) {
-				return "-"
+		row := []string{r.pipeline, r.variant}
+		var known time.Duration
+		for _, name := range cols {
+			if !c.has(name) {
+				row = append(row, "-")
+				continue
 			}
-			return fmt.Sprintf("%.2f s", c.of(name).Seconds()*10000/float64(r.flow.received))
+			known += c.of(name)
+			row = append(row, fmt.Sprintf("%.2f s", c.of(name).Seconds()*10000/float64(r.flow.received)))
 		}
-		known := c.of("turnout") + c.of("mosquitto") + c.of("RabbitMQ") + c.of("generators")
 		rest := max(c.busyTime-known, 0)
-		cells = append(cells, []string{r.pipeline, r.variant, per("turnout"), per("mosquitto"), per("RabbitMQ"), per("generators"),
-			fmt.Sprintf("%.2f s", rest.Seconds()*10000/float64(r.flow.received)), fmt.Sprintf("%.0f%%", c.busy)})
+		cells = append(cells, append(row, fmt.Sprintf("%.2f s", rest.Seconds()*10000/float64(r.flow.received)), fmt.Sprintf("%.0f%%", c.busy)))
 	}
 	return markdownTable(cells)
 }
