@@ -129,12 +129,12 @@ func TestScaleOut(t *testing.T) {
 	if os.Getenv("RELIABILITY") == "full" {
 		pl = fullShare
 	}
-	// The instances keep their data directories (rule store, compiled-rule cache) across the
-	// cases, as two deployed instances would: each compiles the rule once.
-	data := t.TempDir()
+	// The cases run in parallel: one waits for its broker (RabbitMQ takes seconds to start)
+	// while another runs.
 	for _, c := range shareCases {
 		t.Run(c.name, func(t *testing.T) {
-			r := runShare(t, c, pl, data)
+			t.Parallel()
+			r := runShare(t, c, pl)
 			t.Logf("%s, %s plan: %s", c.name, pl.name, r)
 		})
 	}
@@ -166,7 +166,7 @@ func (r shareResult) String() string {
 		r.tail.Round(10*time.Millisecond), r.ackedA, r.ackB, r.redelivered)
 }
 
-func runShare(t *testing.T, c shareCase, pl sharePlan, data string) shareResult {
+func runShare(t *testing.T, c shareCase, pl sharePlan) shareResult {
 	dir := t.TempDir()
 	w := &shareWorld{broker: startMosquitto(t, "max_inflight_messages 1000"), run: fmt.Sprintf("share%d", time.Now().UnixNano()%1e9)}
 	input, producer := c.input(t, w)
@@ -185,7 +185,7 @@ func runShare(t *testing.T, c shareCase, pl sharePlan, data string) shareResult 
 	config := filepath.Join(dir, "turnout.yaml")
 	// One file for both instances: the environment names the instance and its admin address.
 	writeFile(t, config, fmt.Sprintf(`
-data_dir: %[1]s/${TURNOUT_INSTANCE}
+data_dir: %[1]s/data-${TURNOUT_INSTANCE}
 admin: { listen: "${TURNOUT_ADMIN}" }
 log: { level: info }
 shutdown: { drain_timeout: 2s }
@@ -212,7 +212,7 @@ routes:
       file: %[5]s
       config:
         filters: [{ attribute: type, prefix: "care.alarm.", outputs: [alarms] }]
-`, data, input, w.broker.URL(), dir, rule))
+`, dir, input, w.broker.URL(), dir, rule))
 	adminA, adminB := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	a := startTurnout(t, config, adminA, "TURNOUT_INSTANCE=a", "TURNOUT_ADMIN="+adminA)
 	b := startTurnout(t, config, adminB, "TURNOUT_INSTANCE=b", "TURNOUT_ADMIN="+adminB)
