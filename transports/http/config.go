@@ -42,8 +42,8 @@
 //	504 Gateway Timeout  the events did not settle within request_timeout: resend
 //
 // Malformed messages: a POST on path with the right token whose body (and headers) are not a
-// CloudEvent goes to the engine with DecodeErr and Raw like any message, so the route dead-letters
-// it. Raw is the body of a structured or batch request, and for any other request its
+// CloudEvent (a specversion other than 1.0 included: the engine routes no other) goes to the
+// engine with DecodeErr and Raw like any message, so the route dead-letters it. Raw is the body of a structured or batch request, and for any other request its
 // Content-Type and ce- header lines as received, an empty line and the body. In a batch each
 // element is a message of its own (Raw is the element): the valid ones are routed, the malformed
 // ones dead-lettered. A 400 or 415 is answered only once every other event of the request

@@ -140,7 +140,17 @@ func decodeStructured(body []byte, index int) (*event.Event, *requestError) {
 	if err != nil {
 		return nil, eventError(index, err)
 	}
+	if sv := e.SpecVersion(); sv != event.CloudEventsVersionV1 {
+		return nil, unsupportedVersion(index, sv)
+	}
 	return e, nil
+}
+
+// unsupportedVersion refuses a specversion other than 1.0, the only one the engine routes. The
+// engine would find it malformed too, but its refusal on a route without a dead-letter output
+// would reach the client as a failed delivery (502), resent forever, instead of a 400.
+func unsupportedVersion(index int, sv string) *requestError {
+	return badRequest(index, "specversion", "unsupported value %q (turnout routes CloudEvents %s)", sv, event.CloudEventsVersionV1)
 }
 
 // decodeBatch decodes a JSON array of events in the JSON event format ([CE-JSON-4]): one part
@@ -198,9 +208,9 @@ func decodeBinary(h http.Header, body []byte) (*event.Event, *requestError) {
 	}
 	sv := clean.Get(cePrefix + "Specversion")
 	switch {
-	case sv == event.CloudEventsVersionV1 || sv == event.CloudEventsVersionV03:
+	case sv == event.CloudEventsVersionV1:
 	case sv != "":
-		return nil, badRequest(-1, "specversion", "unsupported value %q (want %s or %s)", sv, event.CloudEventsVersionV1, event.CloudEventsVersionV03)
+		return nil, unsupportedVersion(-1, sv)
 	case len(clean) > 1 || (len(clean) == 1 && clean["Content-Type"] == nil):
 		return nil, badRequest(-1, "specversion", "missing ce-specversion header")
 	default:
