@@ -25,7 +25,9 @@ type Message struct {
 	// Event is the decoded CloudEvent. It is nil when the input bytes were not a valid event; then
 	// DecodeErr says why and Raw holds the bytes, and the engine dead-letters or nacks the message.
 	Event *event.Event
-	// DecodeErr is the reason the message could not be decoded as a CloudEvent.
+	// DecodeErr is the reason the message could not be decoded as a CloudEvent. When the route
+	// has no dead-letter output, the settlement error wraps it (errors.Is finds it), so a source
+	// can tell "malformed, and nowhere to put it" from a failed delivery.
 	DecodeErr error
 	// Raw is the message as received (body, or a representation of it). The engine uses it only to
 	// dead-letter a malformed message; a Source may leave it nil for valid events.

@@ -46,7 +46,8 @@ import (
 // turnout's encoder against its own decoder.
 
 // TestConformance runs the transport conformance suite in binary and structured mode: the output
-// writes the mode under test, the sender posts single events in it.
+// writes the mode under test, the sender posts single events in it. Every server is private to
+// its subtest (nothing is shared between tests), so every one can restart.
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, transporttest.Harness{
 		Modes:      []transporttest.Mode{transporttest.Binary, transporttest.Structured},
