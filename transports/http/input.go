@@ -53,7 +53,8 @@ type Input struct {
 	srv     *http.Server
 	addr    net.Addr
 	ready   atomic.Bool
-	closing chan struct{} // closed by Close: waiting requests answer 503
+	closing chan struct{} // closed by Close: new requests answer 503
+	abort   chan struct{} // closed when Close's deadline passed: waiting requests answer 503
 	once    sync.Once
 	served  chan struct{} // closed when Serve returned
 }
@@ -70,7 +71,7 @@ func New(name string, c Config, deps engine.Deps) (*Input, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	in := &Input{name: name, cfg: c, log: log.With("input", name, "transport", "http"),
-		closing: make(chan struct{}), served: make(chan struct{})}
+		closing: make(chan struct{}), abort: make(chan struct{}), served: make(chan struct{})}
 	reg := deps.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -145,10 +146,17 @@ func (in *Input) Addr() net.Addr { return in.addr }
 // Ready reports whether the listener is up. Safe from any goroutine.
 func (in *Input) Ready() bool { return in.ready.Load() }
 
-// Close stops accepting requests and shuts the server down gracefully: requests still waiting
-// for their events to settle are answered 503 at once (the client resends; events may be
-// delivered twice, never lost), then Close waits for handlers to return until ctx ends, after
-// which remaining connections are closed. Called once by the engine.
+// abortGrace is how long requests cut short at Close's deadline have to write their 503
+// before the connections are closed.
+const abortGrace = 200 * time.Millisecond
+
+// Close stops accepting requests and shuts the server down gracefully: new requests are refused
+// (the listener closes; a request that still arrives is answered 503), and requests waiting for
+// their events to settle keep waiting, because the engine goes on delivering while it drains
+// and settles every message by the drain's end. Answering them 503 at once would make their
+// senders send again events that are being delivered. When ctx ends first, the requests still
+// waiting are answered 503 (the client resends; events may be delivered twice, never lost) and
+// the remaining connections are closed. Called once by the engine, concurrently with its drain.
 func (in *Input) Close(ctx context.Context) error {
 	in.once.Do(func() { close(in.closing) })
 	in.ready.Store(false)
@@ -158,6 +166,10 @@ func (in *Input) Close(ctx context.Context) error {
 	}
 	err := in.srv.Shutdown(ctx)
 	if err != nil {
+		close(in.abort)
+		grace, cancel := context.WithTimeout(context.Background(), abortGrace)
+		_ = in.srv.Shutdown(grace)
+		cancel()
 		_ = in.srv.Close()
 		err = fmt.Errorf("http input %s: shutdown: %w", in.name, err)
 	}
@@ -297,8 +309,8 @@ func (in *Input) deliver(w http.ResponseWriter, r *http.Request, parts []part) i
 			return reply(w, http.StatusBadGateway, fmt.Sprintf("delivery failed, resend the request: %v", o.err))
 		case <-timer.C:
 			return reply(w, http.StatusGatewayTimeout, fmt.Sprintf("%d of %d events not settled within request_timeout %v, resend the request", len(parts)-n, len(parts), in.cfg.RequestTimeout))
-		case <-in.closing:
-			return in.retryLater(w, "input is shutting down before delivery was confirmed")
+		case <-in.abort:
+			return in.retryLater(w, "input shut down before delivery was confirmed")
 		case <-r.Context().Done():
 			return 499
 		}

@@ -638,23 +638,79 @@ func TestAnswerOnlyAfterSettle(t *testing.T) {
 	}
 }
 
-func TestCloseAnswersWaitingRequests(t *testing.T) {
-	fd := newFake()
-	fd.hold = true
-	fx := newFixture(t, Config{}, fd)
-	done := make(chan int, 1)
-	go func() {
-		resp, _ := fx.post(t, binaryHeaders(), nil)
-		done <- resp.StatusCode
-	}()
-	<-fd.dispatched
-	if err := fx.in.Close(context.Background()); err != nil {
-		t.Fatal(err)
+func TestCloseWaitsForSettlement(t *testing.T) {
+	tests := []struct {
+		name string
+		// settle settles the held event while Close runs; nil leaves it unsettled.
+		settle   error
+		deadline time.Duration
+		status   int
+	}{
+		// The engine settles the event during its drain: the sender learns it was delivered.
+		{name: "settled during the drain", settle: nil, deadline: 10 * time.Second, status: http.StatusNoContent},
+		// Delivery failed during the drain: the sender resends.
+		{name: "failed during the drain", settle: errors.New("output down"), deadline: 10 * time.Second, status: http.StatusBadGateway},
+		// Close's deadline passed first: the sender resends.
+		{name: "deadline passed", deadline: 300 * time.Millisecond, status: http.StatusServiceUnavailable},
 	}
-	if code := <-done; code != http.StatusServiceUnavailable {
-		t.Fatalf("status %d, want 503 for a request cut short by Close", code)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fd := newFake()
+			fd.hold = true
+			in, err := New("test", Config{Listen: "127.0.0.1:0"}, engine.Deps{Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := in.Start(context.Background(), fd); err != nil {
+				t.Fatal(err)
+			}
+			url := "http://" + in.Addr().String() + in.cfg.Path
+			post := func() (int, error) {
+				req, _ := http.NewRequest(http.MethodPost, url, nil)
+				req.Header = binaryHeaders()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return 0, err
+				}
+				resp.Body.Close()
+				return resp.StatusCode, nil
+			}
+			done := make(chan int, 1)
+			go func() {
+				code, _ := post()
+				done <- code
+			}()
+			<-fd.dispatched
+			ctx, cancel := context.WithTimeout(context.Background(), tc.deadline)
+			defer cancel()
+			closed := make(chan error, 1)
+			go func() { closed <- in.Close(ctx) }()
+			time.Sleep(20 * time.Millisecond)
+			if code, err := post(); err == nil {
+				t.Errorf("a request after Close began was answered %d, want the connection refused", code)
+			}
+			select {
+			case code := <-done:
+				t.Fatalf("answered %d while its event was unsettled and the deadline had not passed", code)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if tc.status != http.StatusServiceUnavailable {
+				fd.settle(0, tc.settle)
+			}
+			if code := <-done; code != tc.status {
+				t.Fatalf("status %d, want %d", code, tc.status)
+			}
+			err = <-closed
+			if tc.status == http.StatusServiceUnavailable {
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Close = %v, want the deadline", err)
+				}
+				fd.settle(0, nil) // a late settlement must not block or panic
+			} else if err != nil {
+				t.Fatalf("Close = %v", err)
+			}
+		})
 	}
-	fd.settle(0, nil) // a late settlement must not block or panic
 }
 
 func TestMethodAndPath(t *testing.T) {
