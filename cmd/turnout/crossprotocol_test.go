@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/turnout-router/turnout/internal/ce"
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
 // crossEvents are structured JSON events as an MQTT device would publish them, covering every
@@ -41,35 +45,88 @@ var crossEvents = []string{
 	`{"specversion":"1.0","id":"nodata-1","source":"/x","type":"care.ping","flag":false}`,
 }
 
-// TestCrossProtocolRoundTrip runs turnout with two routes, MQTT -> AMQP (binary mode) and
-// AMQP -> MQTT (structured), on the shared mosquitto and RabbitMQ, publishes structured JSON
-// events on MQTT and compares what comes back on MQTT with the originals, field by field: the
-// context attributes, the extensions with their JSON types, and the data's bytes.
+// hop is one leg of the cross-protocol chain: turnout's output writes the event to a server in
+// a content mode, and turnout's input reads it back from there for the next leg.
+type hop struct {
+	name string
+	// yaml returns the output and input blocks of the leg (flow style, on one line each).
+	output, input string
+	// typed says the leg keeps the types of extensions: a binary mode of string headers (HTTP,
+	// NATS, Kafka) turns them into their canonical strings [CE-1.0 §3.1.1 type system].
+	typed bool
+}
+
+// TestCrossProtocolRoundTrip runs one turnout whose routes pass every event along a chain that
+// crosses every broker protocol in both content modes: MQTT (structured, from the device) ->
+// AMQP binary -> NATS binary -> HTTP binary -> AMQP structured -> NATS structured -> HTTP
+// structured -> MQTT. It publishes structured JSON events on MQTT and compares what comes out on
+// MQTT with the originals, field by field: the context attributes, the extensions (with their
+// JSON types up to the first leg of string headers, as their canonical strings after it), and
+// the data's bytes and JSON form.
 func TestCrossProtocolRoundTrip(t *testing.T) {
 	mqttURL := mqtttest.Shared(t)
 	rabbit := amqptest.Shared(t)
-	queue := amqptest.QueueName(t, "cross-")
-	t.Cleanup(func() { _, _ = rabbit.Ctl("delete_queue", queue) })
+	natsURL := natstest.Shared(t)
 	run := strings.TrimPrefix(amqptest.QueueName(t, ""), "TestCrossProtocolRoundTrip-")
 	inTopic, outTopic := "turnout-test/cross/in/"+run, "turnout-test/cross/out/"+run
 	clientID := "turnout-test-cross-" + run
 	t.Cleanup(func() { dropMQTTSession(mqttURL, clientID) })
 
+	queue := func(mode string) string {
+		q := amqptest.QueueName(t, "cross-"+mode+"-")
+		t.Cleanup(func() { _, _ = rabbit.Ctl("delete_queue", q) })
+		return q
+	}
+	stream := func(mode string) (name, subject string) {
+		name, subject = natstest.Name("CROSS_"+strings.ToUpper(mode)), "cross."+mode+"."+run
+		natstest.Stream(t, natsURL, name, subject)
+		return name, subject
+	}
+	amqpHop := func(mode string) hop {
+		q := queue(mode)
+		return hop{name: "amqp-" + mode, typed: true,
+			output: fmt.Sprintf("{ type: amqp, url: %q, address: /queue/%s, mode: %s }", rabbit.URL(), q, mode),
+			input:  fmt.Sprintf("{ type: amqp, url: %q, address: /queue/%s, credit: 64 }", rabbit.URL(), q)}
+	}
+	natsHop := func(mode string) hop {
+		name, subject := stream(mode)
+		return hop{name: "nats-" + mode, typed: mode == "structured",
+			output: fmt.Sprintf("{ type: nats, url: %q, subject: %s, mode: %s }", natsURL, subject, mode),
+			input:  fmt.Sprintf("{ type: nats, url: %q, stream: %s, consumer: turnout }", natsURL, name)}
+	}
+	httpHop := func(mode string) hop {
+		addr := testutil.FreeAddr(t)
+		return hop{name: "http-" + mode, typed: mode == "structured",
+			output: fmt.Sprintf("{ type: http, url: \"http://%s/%s\", mode: %s }", addr, mode, mode),
+			input:  fmt.Sprintf("{ type: http, listen: %q, path: /%s }", addr, mode)}
+	}
+	chain := []hop{amqpHop("binary"), natsHop("binary"), httpHop("binary"),
+		amqpHop("structured"), natsHop("structured"), httpHop("structured")}
+
+	// Route i takes the event from the input of leg i-1 (the devices' MQTT topic for i = 0) to
+	// the output of leg i; the last route takes it from the last leg to the devices' MQTT topic.
+	var inputs, outputs, routes strings.Builder
+	fmt.Fprintf(&inputs, "  devices: { type: mqtt, brokers: [%q], client_id: %q, topics: [%q] }\n", mqttURL, clientID, inTopic)
+	fmt.Fprintf(&outputs, "  to-devices: { type: mqtt, brokers: [%q], topic: %q }\n", mqttURL, outTopic)
+	from := "devices"
+	for _, h := range chain {
+		fmt.Fprintf(&inputs, "  from-%s: %s\n", h.name, h.input)
+		fmt.Fprintf(&outputs, "  to-%s: %s\n", h.name, h.output)
+		fmt.Fprintf(&routes, "  %s: { inputs: [%s], outputs: [to-%s], dead_letter: dead }\n", h.name, from, h.name)
+		from = "from-" + h.name
+	}
+	fmt.Fprintf(&routes, "  back: { inputs: [%s], outputs: [to-devices], dead_letter: dead }\n", from)
 	dir := t.TempDir()
+	deadLetters := dir + "/dead.jsonl"
+	fmt.Fprintf(&outputs, "  dead: { type: file, path: %q }\n", deadLetters)
 	adminAddr := testutil.FreeAddr(t)
 	path := writeConfig(t, dir, fmt.Sprintf(`
-admin: { listen: "%[1]s" }
+admin: { listen: "%s" }
 shutdown: { drain_timeout: 5s }
 inputs:
-  devices: { type: mqtt, brokers: ["%[2]s"], client_id: "%[3]s", topics: ["%[4]s"] }
-  centre:  { type: amqp, url: "%[5]s", address: "/queue/%[6]s", credit: 64 }
-outputs:
-  to-centre:  { type: amqp, url: "%[5]s", address: "/queue/%[6]s", mode: binary }
-  to-devices: { type: mqtt, brokers: ["%[2]s"], topic: "%[7]s" }
-routes:
-  up:   { inputs: [devices], outputs: [to-centre] }
-  down: { inputs: [centre], outputs: [to-devices] }
-`, adminAddr, mqttURL, clientID, inTopic, rabbit.URL(), queue, outTopic))
+%soutputs:
+%sroutes:
+%s`, adminAddr, inputs.String(), outputs.String(), routes.String()))
 
 	received := make(chan []byte, 100)
 	sub := mqttClient(t, mqttURL, clientID+"-sub")
@@ -95,7 +152,7 @@ routes:
 	}
 
 	got := map[string][]byte{}
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for len(got) < len(want) {
 		select {
 		case b := <-received:
@@ -105,8 +162,14 @@ routes:
 			}
 			got[e.ID()] = b
 		case <-deadline:
-			t.Fatalf("received %d of %d events within 30s; stderr:\n%s", len(got), len(want), r.stderr.String())
+			t.Fatalf("received %d of %d events within 60s; stderr:\n%s", len(got), len(want), r.stderr.String())
 		}
+	}
+	typed := true
+	var legs []string
+	for _, h := range chain {
+		typed = typed && h.typed
+		legs = append(legs, h.name)
 	}
 	for id, in := range want {
 		t.Run(id, func(t *testing.T) {
@@ -116,8 +179,11 @@ routes:
 			}
 			a, _ := ce.DecodeStructured(in)
 			b, _ := ce.DecodeStructured(out)
+			if !typed {
+				stringExtensions(t, a)
+			}
 			if d := ce.Diff(a, b); d != nil {
-				t.Errorf("event changed on the way MQTT -> AMQP -> MQTT:\n%s\nsent     %s\nreceived %s", strings.Join(d, "\n"), in, out)
+				t.Errorf("event changed on the way mqtt -> %s -> mqtt:\n%s\nsent     %s\nreceived %s", strings.Join(legs, " -> "), strings.Join(d, "\n"), in, out)
 			}
 			// The JSON form of the data is kept too: JSON stays JSON, binary stays data_base64,
 			// text stays a string.
@@ -136,6 +202,22 @@ routes:
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit code %d; stderr:\n%s", code, r.stderr.String())
+	}
+	if b, err := os.ReadFile(deadLetters); err == nil && len(b) > 0 {
+		t.Errorf("turnout dead-lettered events on the way:\n%s\nstderr:\n%s", b, r.stderr.String())
+	}
+}
+
+// stringExtensions replaces every extension of e by its canonical string, as a binary mode of
+// string headers carries it.
+func stringExtensions(t *testing.T, e *event.Event) {
+	t.Helper()
+	for name, v := range e.Extensions() {
+		s, err := types.Format(v)
+		if err != nil {
+			t.Fatalf("extension %s: %v", name, err)
+		}
+		e.SetExtension(name, s)
 	}
 }
 
