@@ -65,7 +65,7 @@ type benchSettings struct {
 // benchTuning is turnout's configuration for throughput, recorded in docs/benchmarks.md.
 type benchTuning struct {
 	maxInFlight   int    // route max_in_flight (TURNOUT_BENCH_MAX_IN_FLIGHT)
-	credit        int    // AMQP input credit and NATS input max_ack_pending (TURNOUT_BENCH_CREDIT)
+	credit        int    // AMQP input credit, NATS input max_ack_pending, Kafka input max_in_flight (TURNOUT_BENCH_CREDIT)
 	receiveBuffer int    // MQTT input receive_buffer (TURNOUT_BENCH_RECEIVE_BUFFER)
 	consumerCred  int    // the AMQP consumer's credit
 	ruleTimeout   string // rule.timeout, the rule's CPU guard; "" keeps the default (TURNOUT_BENCH_RULE_TIMEOUT)
@@ -300,7 +300,8 @@ func (b *benchBroker) inputYAML(dest, id string, tun benchTuning) string {
     brokers: [%q]
     group: turnout-bench-%s
     topics: [%q]
-`, b.kafka.addr, id, dest)
+    max_in_flight: %d
+`, b.kafka.addr, id, dest, tun.credit)
 	}
 	return fmt.Sprintf(`    type: http
     listen: %s
@@ -536,7 +537,7 @@ func TestBenchE2E(t *testing.T) {
 	s := benchSettingsFromEnv(t)
 	rule := writeRule(t, t.TempDir(), "filters/rules/attrroute")
 	turnoutBinary(t) // build before the first measurement
-	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d (http %d), %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit and nats max_ack_pending %d, mqtt receive_buffer %d, rule.timeout %s",
+	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d (http %d), %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit, nats max_ack_pending and kafka max_in_flight %d, mqtt receive_buffer %d, rule.timeout %s",
 		s.events, benchEventSize, s.warmup, s.window, s.httpWin, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"))
 
 	var rows []benchRow
@@ -591,7 +592,7 @@ func TestBenchE2E(t *testing.T) {
 	}
 	// The tables go to standard output as they are, to be pasted into docs/benchmarks.md.
 	fmt.Printf("\nend-to-end benchmark: %d events of %d bytes per run, producer window %d (http: %d requests), median of %d run(s); %d CPUs, %s\n"+
-		"turnout: max_in_flight %d, amqp input credit and nats input max_ack_pending %d, mqtt input receive_buffer %d, rule.timeout %s\n\n%s\n",
+		"turnout: max_in_flight %d, amqp input credit, nats input max_ack_pending and kafka input max_in_flight %d, mqtt input receive_buffer %d, rule.timeout %s\n\n%s\n",
 		s.events, benchEventSize, s.window, s.httpWin, s.repeat, runtime.NumCPU(), runtime.Version(),
 		s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"), benchTable(rows))
 	fmt.Printf("CPU time per 10,000 events, by process:\n\n%s\n", cpuTable(rows))
@@ -780,7 +781,8 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 		held := time.Duration((scrape(t, admin, ackLatency+"_sum") - ackSum) / n * float64(time.Second))
 		t.Logf("  turnout %s: held each input message %v on average, so %.0f in flight on average (bound: max_in_flight %d%s)",
 			mode, held.Round(100*time.Microsecond), res.rate*held.Seconds(), s.tuning.maxInFlight,
-			map[string]string{"amqp": fmt.Sprintf(", credit %d", s.tuning.credit), "nats": fmt.Sprintf(", max_ack_pending %d", s.tuning.credit)}[in.kind])
+			map[string]string{"amqp": fmt.Sprintf(", credit %d", s.tuning.credit), "nats": fmt.Sprintf(", max_ack_pending %d", s.tuning.credit),
+				"kafka": fmt.Sprintf(", input max_in_flight %d", s.tuning.credit)}[in.kind])
 	}
 	variant := "b at-least-once"
 	if mode == "best-effort" {
