@@ -26,6 +26,7 @@ import (
 	_ "github.com/turnout-router/turnout/transports/amqp"
 	_ "github.com/turnout-router/turnout/transports/file"
 	_ "github.com/turnout-router/turnout/transports/http"
+	_ "github.com/turnout-router/turnout/transports/kafka"
 	_ "github.com/turnout-router/turnout/transports/nats"
 )
 

@@ -1,0 +1,311 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/kafka/kafkatest"
+	"github.com/turnout-router/turnout/transports/transporttest"
+)
+
+func inputConfig(c *kafkatest.Cluster, topic, group string) InputConfig {
+	return InputConfig{ConnectionConfig: fastConn(c), Group: group, Topics: []string{topic},
+		CommitInterval: 50 * time.Millisecond, RetryMinDelay: 50 * time.Millisecond, RetryMaxDelay: 200 * time.Millisecond}
+}
+
+// produceIDs writes one binary-mode event per id, in order, each keyed by its partitionkey
+// (key(i)), and returns the ids.
+func produceIDs(t *testing.T, c *kafkatest.Cluster, topic, prefix string, n int, key func(int) string) []string {
+	t.Helper()
+	ids := make([]string, n)
+	recs := make([]*kgo.Record, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("%s-%03d", prefix, i)
+		e := transporttest.Event(ids[i])
+		e.SetExtension("partitionkey", key(i))
+		recs[i] = confEncode(t, transporttest.Binary, e)
+	}
+	c.Produce(t, topic, recs...)
+	return ids
+}
+
+func oneKey(int) string { return "k" }
+
+// committed returns the group's committed offset of each partition of topic (absent: none).
+func committed(t *testing.T, c *kafkatest.Cluster, group, topic string) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	os, err := kadm.NewClient(c.Client(t)).FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatalf("fetch offsets of %s: %v", group, err)
+	}
+	out := map[int32]int64{}
+	os.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == topic && o.Err == nil && o.At >= 0 {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+// waitCommitted waits until partition p of topic has offset want committed for group.
+func waitCommitted(t *testing.T, c *kafkatest.Cluster, group, topic string, p int32, want int64) {
+	t.Helper()
+	var got map[int32]int64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got = committed(t, c, group, topic)
+		if o, ok := got[p]; ok && o == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s committed %v on %s, want %d on partition %d", group, got, topic, want, p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func idOf(t *testing.T, x testutil.Dispatched) string {
+	t.Helper()
+	if x.M.Event == nil {
+		t.Fatalf("undecodable record: %v", x.M.DecodeErr)
+	}
+	return x.M.Event.ID()
+}
+
+// TestInputCommitsOnlySettledPrefix settles records out of order and leaves one unsettled: the
+// commit stops before it, and a new consumer of the group reads again from it.
+func TestInputCommitsOnlySettledPrefix(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "prefix", 1), kafkatest.Name("g")
+	ids := produceIDs(t, c, topic, "p", 10, oneKey)
+	_, d, stop := startInput(t, inputConfig(c, topic, group))
+	got := make([]testutil.Dispatched, 10)
+	for i := range got {
+		got[i] = d.Next(t, 20*time.Second)
+		if id := idOf(t, got[i]); id != ids[i] {
+			t.Fatalf("dispatch %d is %s, want %s (partition order)", i, id, ids[i])
+		}
+	}
+	for _, i := range []int{9, 7, 8, 5, 6, 4, 2, 0, 1} { // all but 3, out of order
+		got[i].Settle(nil)
+	}
+	waitCommitted(t, c, group, topic, 0, 3)
+	time.Sleep(300 * time.Millisecond) // several commit intervals
+	if o := committed(t, c, group, topic)[0]; o != 3 {
+		t.Fatalf("committed %d past the unsettled record at offset 3", o)
+	}
+	stop() // record 3 is still unsettled: as a crash of the engine would leave it
+	if o := committed(t, c, group, topic)[0]; o != 3 {
+		t.Fatalf("after Close committed %d, want 3", o)
+	}
+	_, d2, _ := startInput(t, inputConfig(c, topic, group))
+	for i := 3; i < 10; i++ {
+		x := d2.Next(t, 20*time.Second)
+		if id := idOf(t, x); id != ids[i] {
+			t.Fatalf("the new consumer read %s, want %s: it starts at the first unsettled record", id, ids[i])
+		}
+		x.Settle(nil)
+	}
+	d2.None(t, 500*time.Millisecond)
+	waitCommitted(t, c, group, topic, 0, 10)
+}
+
+// TestInputRetriesTransientFailures: a record failed transiently is dispatched again (Kafka has
+// no redelivery of its own) and holds the commit until it succeeds; a permanent failure settles
+// its record.
+func TestInputRetriesTransientFailures(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "retry", 1), kafkatest.Name("g")
+	ids := produceIDs(t, c, topic, "r", 3, oneKey)
+	_, d, _ := startInput(t, inputConfig(c, topic, group))
+	first := []testutil.Dispatched{d.Next(t, 20*time.Second), d.Next(t, 20*time.Second), d.Next(t, 20*time.Second)}
+	first[0].Settle(errors.New("output down"))
+	first[1].Settle(nil)
+	first[2].Settle(engine.Permanent(errors.New("dead-lettered")))
+	for round := 1; round <= 2; round++ {
+		x := d.Next(t, 20*time.Second)
+		if id := idOf(t, x); id != ids[0] {
+			t.Fatalf("retry %d dispatched %s, want %s", round, id, ids[0])
+		}
+		if o, ok := committed(t, c, group, topic)[0]; ok && o > 0 {
+			t.Fatalf("committed %d while the record at offset 0 is failing", o)
+		}
+		if round == 1 {
+			x.Settle(errors.New("output still down"))
+		} else {
+			x.Settle(nil)
+		}
+	}
+	waitCommitted(t, c, group, topic, 0, 3)
+	d.None(t, 500*time.Millisecond) // the settled and the dead-lettered record do not come back
+}
+
+// TestInputMaxInFlight: max_in_flight bounds the records read and not yet committable; a record
+// settled behind an unsettled one still counts.
+func TestInputMaxInFlight(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "bound", 1), kafkatest.Name("g")
+	produceIDs(t, c, topic, "b", 10, oneKey)
+	cfg := inputConfig(c, topic, group)
+	cfg.MaxInFlight = 4
+	_, d, _ := startInput(t, cfg)
+	var got []testutil.Dispatched
+	for range 4 {
+		got = append(got, d.Next(t, 20*time.Second))
+	}
+	d.None(t, 500*time.Millisecond)
+	got[1].Settle(nil)
+	d.None(t, 500*time.Millisecond)
+	got[0].Settle(nil) // 0 and 1 are committable now: two records may come
+	got = append(got, d.Next(t, 20*time.Second), d.Next(t, 20*time.Second))
+	d.None(t, 500*time.Millisecond)
+	for _, x := range got[2:] {
+		x.Settle(nil)
+	}
+	for range 4 {
+		d.Next(t, 20*time.Second).Settle(nil)
+	}
+	waitCommitted(t, c, group, topic, 0, 10)
+}
+
+// autoSettle is an engine.Dispatcher that settles every record with nil at once and counts the
+// events it saw.
+type autoSettle struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (a *autoSettle) Dispatch(_ context.Context, m *engine.Message, settle engine.SettleFunc) error {
+	a.mu.Lock()
+	if m.Event != nil {
+		a.seen[m.Event.ID()]++
+	}
+	a.mu.Unlock()
+	go settle(nil)
+	return nil
+}
+
+func (a *autoSettle) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.seen)
+}
+
+// TestInputRebalance runs two members of one group over a topic of 4 partitions, the second
+// joining while the first is consuming: every record is dispatched (duplicates allowed), both
+// members get partitions, and once both closed the group's commits reach the end of every
+// partition.
+func TestInputRebalance(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "rebalance", 4), kafkatest.Name("g")
+	key := func(i int) string { return fmt.Sprintf("k%d", i%16) }
+	ids := produceIDs(t, c, topic, "x", 200, key)
+	start := func(name string) (*Input, *autoSettle) {
+		in, err := newInput(name, inputConfig(c, topic, group), testDeps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &autoSettle{seen: map[string]int{}}
+		if err := in.Start(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+		return in, a
+	}
+	closeIn := func(in *Input) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := in.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}
+	inA, a := start("a")
+	waitFor(t, "the first member consuming", func() bool { return a.count() > 0 })
+	inB, b := start("b")
+	held := func(in *Input) int {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return len(in.parts)
+	}
+	waitFor(t, "partitions moved to the second member", func() bool { return held(inB) > 0 && held(inA)+held(inB) == 4 })
+	ids = append(ids, produceIDs(t, c, topic, "y", 200, key)...)
+	waitFor(t, "every record dispatched", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, id := range ids {
+			if a.seen[id]+b.seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if b.count() == 0 {
+		t.Error("the second member got no records: the group did not rebalance")
+	}
+	closeIn(inB)
+	closeIn(inA)
+	got := committed(t, c, group, topic)
+	for p, end := range endOffsets(t, c, topic) {
+		if got[p] != end {
+			t.Errorf("partition %d: committed %d, end %d", p, got[p], end)
+		}
+	}
+}
+
+// endOffsets returns the end offset of each partition of topic.
+func endOffsets(t *testing.T, c *kafkatest.Cluster, topic string) map[int32]int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(c.Client(t)).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// TestInputBrokerRestart restarts the cluster while the input holds unsettled records: the
+// input keeps working, their settlements after the restart are committed, and a new consumer
+// of the group reads none of them again.
+func TestInputBrokerRestart(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "restart", 1), kafkatest.Name("g")
+	produceIDs(t, c, topic, "before", 3, oneKey)
+	_, d, stop := startInput(t, inputConfig(c, topic, group))
+	held := []testutil.Dispatched{d.Next(t, 20*time.Second), d.Next(t, 20*time.Second), d.Next(t, 20*time.Second)}
+	c.Restart(t)
+	for _, x := range held {
+		x.Settle(nil)
+	}
+	after := produceIDs(t, c, topic, "after", 2, oneKey)
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for !seen[after[0]] || !seen[after[1]] {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the input dispatched %v, want %v", seen, after)
+		}
+		// A member that lost its partitions in the restart reads the held records again.
+		for _, x := range d.Collect(200*time.Millisecond, time.Second) {
+			seen[idOf(t, x)] = true
+			x.Settle(nil)
+		}
+	}
+	waitCommitted(t, c, group, topic, 0, 5)
+	stop()
+	_, d2, _ := startInput(t, inputConfig(c, topic, group))
+	d2.None(t, 2*time.Second)
+}
