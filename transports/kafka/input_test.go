@@ -179,6 +179,58 @@ func TestInputMaxInFlight(t *testing.T) {
 	waitCommitted(t, c, group, topic, 0, 10)
 }
 
+// TestInputCloseWaitsForSettlements: Close stops reading, waits for the records the engine
+// holds, commits them and leaves the group, so a new member reads nothing again.
+func TestInputCloseWaitsForSettlements(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "close", 1), kafkatest.Name("g")
+	produceIDs(t, c, topic, "c", 5, oneKey)
+	in, d, _ := startInput(t, inputConfig(c, topic, group))
+	var held []testutil.Dispatched
+	for range 5 {
+		held = append(held, d.Next(t, 20*time.Second))
+	}
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		closed <- in.Close(ctx)
+	}()
+	waitFor(t, "Close begun", func() bool {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return in.closed
+	})
+	produceIDs(t, c, topic, "late", 3, oneKey)
+	time.Sleep(200 * time.Millisecond) // Close is waiting for the settlements now
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before the engine settled what it holds", err)
+	default:
+	}
+	for _, x := range held {
+		x.Settle(nil)
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return after the last settlement")
+	}
+	d.None(t, 200*time.Millisecond) // nothing read after Close began
+	if o := committed(t, c, group, topic)[0]; o != 5 {
+		t.Fatalf("committed %d after Close, want 5", o)
+	}
+	_, d2, _ := startInput(t, inputConfig(c, topic, group))
+	for i := range 3 {
+		if id := idOf(t, d2.Next(t, 20*time.Second)); id != fmt.Sprintf("late-%03d", i) {
+			t.Fatalf("the next member read %s, want the records after the commit", id)
+		}
+	}
+}
+
 // autoSettle is an engine.Dispatcher that settles every record with nil at once and counts the
 // events it saw.
 type autoSettle struct {

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/ce"
+	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/kafka/kafkatest"
 	"github.com/turnout-router/turnout/transports/transporttest"
 )
@@ -129,16 +131,31 @@ func TestOutputPartitionKey(t *testing.T) {
 func TestOutputBrokersDown(t *testing.T) {
 	c := kafkatest.Start(t)
 	topic := c.Topic(t, "down", 1)
-	o := startOutput(t, OutputConfig{ConnectionConfig: fastConn(c), Topic: topic, AckTimeout: time.Second})
+	deps := testDeps()
+	o, err := newOutput("down", OutputConfig{ConnectionConfig: fastConn(c), Topic: topic, AckTimeout: time.Second}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close(t.Context())
+	gauge := func() float64 {
+		return testutil.Metric(t, deps.Registerer.(prometheus.Gatherer), "turnout_transport_connected",
+			map[string]string{"transport": "kafka", "name": "down"})
+	}
 	if err := o.Send(t.Context(), transporttest.Event("before")); err != nil {
 		t.Fatal(err)
 	}
+	if g := gauge(); g != 1 {
+		t.Errorf("turnout_transport_connected = %v while connected, want 1", g)
+	}
 	c.Stop()
-	err := o.Send(t.Context(), transporttest.Event("while-down"))
+	err = o.Send(t.Context(), transporttest.Event("while-down"))
 	if err == nil || engine.IsPermanent(err) {
 		t.Fatalf("send while the cluster is down: %v, want a retryable error", err)
 	}
-	waitFor(t, "output not ready while the cluster is down", func() bool { return !o.Ready() })
+	waitFor(t, "output not ready while the cluster is down", func() bool { return !o.Ready() && gauge() == 0 })
 	c.Restart(t)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
