@@ -25,8 +25,8 @@ const cePrefix = "ce_"
 // format in structured mode [CE-Kafka-3.3.1].
 const headerContentType = "content-type"
 
-// partitionKey is the extension of the Partitioning extension [CE-Partitioning] that maps to
-// the record key [CE-Kafka-3.1].
+// partitionKey is the attribute of the Partitioning extension [CE-Partitioning] that the
+// output's opt-in key mapping writes as the record key [CE-Kafka-3.1].
 const partitionKey = "partitionkey"
 
 // binaryAttrs are the context attributes written as ce_ headers, in writing order;
@@ -85,28 +85,40 @@ func (c encoder) encode(e *event.Event) (*kgo.Record, error) {
 // DecodeErr and Raw (its headers and value, see rawRecord), so the engine can dead-letter it.
 func decode(r *kgo.Record) *engine.Message {
 	origin := fmt.Sprintf("%s/%d@%d", r.Topic, r.Partition, r.Offset)
-	e, err := decodeEvent(r.Key, r.Headers, r.Value)
+	e, err := decodeEvent(r.Headers, r.Value)
 	if err != nil {
 		return &engine.Message{DecodeErr: fmt.Errorf("kafka record %s: %w", origin, err), Raw: rawRecord(r), Origin: origin}
 	}
 	return &engine.Message{Event: e, Origin: origin}
 }
 
-// decodeEvent decodes structured mode when the content-type header names a CloudEvents format,
-// binary mode when a ce_specversion header is present [CE-Kafka-3]. A record key becomes the
-// partitionkey extension of an event that has none [CE-Kafka-3.1].
-func decodeEvent(key []byte, headers []kgo.RecordHeader, value []byte) (*event.Event, error) {
-	attrs := map[string]string{}
+// decodeEvent decodes structured mode when the content-type header names a CloudEvents format
+// (the ce_ headers a structured record may also carry are ignored), binary mode when a
+// ce_specversion header is present [CE-Kafka-3]. The record key is not part of the event: a key
+// mapping must not add attributes [CE-Kafka-3.1].
+func decodeEvent(headers []kgo.RecordHeader, value []byte) (*event.Event, error) {
 	contentType, haveCT := "", false
 	for _, h := range headers {
-		lk := strings.ToLower(h.Key)
-		if lk == headerContentType {
+		if strings.EqualFold(h.Key, headerContentType) {
 			if haveCT {
 				return nil, fmt.Errorf("header %s given more than once", h.Key)
 			}
 			contentType, haveCT = string(h.Value), true
-			continue
 		}
+	}
+	if mt, _, _ := mime.ParseMediaType(contentType); strings.HasPrefix(mt, "application/cloudevents") {
+		if mt != ce.ContentTypeJSON {
+			return nil, fmt.Errorf("content type %q: only %s is supported in structured mode", contentType, ce.ContentTypeJSON)
+		}
+		e, err := ce.DecodeStructured(value)
+		if err != nil {
+			return nil, fmt.Errorf("structured event: %w", err)
+		}
+		return e, nil
+	}
+	attrs := map[string]string{}
+	for _, h := range headers {
+		lk := strings.ToLower(h.Key)
 		if !strings.HasPrefix(lk, cePrefix) {
 			continue
 		}
@@ -122,26 +134,7 @@ func decodeEvent(key []byte, headers []kgo.RecordHeader, value []byte) (*event.E
 		}
 		attrs[name] = string(h.Value)
 	}
-	var (
-		e   *event.Event
-		err error
-	)
-	if mt, _, _ := mime.ParseMediaType(contentType); strings.HasPrefix(mt, "application/cloudevents") {
-		if mt != ce.ContentTypeJSON {
-			return nil, fmt.Errorf("content type %q: only %s is supported in structured mode", contentType, ce.ContentTypeJSON)
-		}
-		if e, err = ce.DecodeStructured(value); err != nil {
-			return nil, fmt.Errorf("structured event: %w", err)
-		}
-	} else if e, err = decodeBinary(attrs, contentType, value); err != nil {
-		return nil, err
-	}
-	if _, ok := e.Extensions()[partitionKey]; !ok && len(key) > 0 && utf8.Valid(key) {
-		if err := e.Context.SetExtension(partitionKey, string(key)); err != nil {
-			return nil, fmt.Errorf("record key as %s: %w", partitionKey, err)
-		}
-	}
-	return e, nil
+	return decodeBinary(attrs, contentType, value)
 }
 
 // binarySpecs names the attributes of each spec version under the ce_ prefix.

@@ -73,8 +73,9 @@ type OutputConfig struct {
 	Topic string `yaml:"topic"`
 	// Mode is the binding mode: "binary" (default) or "structured".
 	Mode string `yaml:"mode"`
-	// Key is what becomes the record key: "partitionkey" (default: the event's partitionkey
-	// extension, no key without it) or "none".
+	// Key is what becomes the record key: "none" (default: no key, the producer spreads the
+	// records over the partitions) or "partitionkey" (the event's partitionkey extension; no key
+	// without it).
 	Key string `yaml:"key"`
 	// AckTimeout bounds the wait for one record's acknowledgement (default 10s); a record not
 	// acknowledged by then is retried by the engine.
@@ -248,7 +249,7 @@ func (c *OutputConfig) validate() error {
 	}
 	switch c.Key {
 	case "":
-		c.Key = keyPartition
+		c.Key = keyNone
 	case keyPartition, keyNone:
 	default:
 		return fmt.Errorf("key: %q not supported (use partitionkey or none)", c.Key)

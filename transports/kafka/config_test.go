@@ -87,7 +87,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := out.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if out.Mode != modeBinary || out.Key != keyPartition || out.AckTimeout != 10*time.Second {
+	if out.Mode != modeBinary || out.Key != keyNone || out.AckTimeout != 10*time.Second {
 		t.Errorf("output defaults: %+v", out)
 	}
 }

@@ -15,15 +15,14 @@
 //
 // The output produces with an idempotent producer and acks from all in-sync replicas; Send
 // returns nil only once the record is acknowledged, and concurrent Sends share produce
-// requests. The partitionkey extension becomes the record key unless key is "none".
+// requests. With key "partitionkey" the partitionkey extension becomes the record key.
 //
 // Bindings [CE-Kafka]: binary mode writes every attribute but datacontenttype as a ce_<name>
 // header with the attribute's string as its UTF-8 value, datacontenttype as the content-type
 // header, and the data as the record value; structured mode writes content-type
 // application/cloudevents+json and the JSON event [CE-JSON]. The input accepts both per record:
 // a content-type of application/cloudevents... means structured mode, otherwise a
-// ce_specversion header means binary mode. A record key becomes the partitionkey extension of
-// an event that has none.
+// ce_specversion header means binary mode. The record key is not part of the event.
 //
 // Invariant: an offset is committed only when every record of its partition before it was
 // settled by the engine, and an event is confirmed to the engine only after all in-sync

@@ -86,8 +86,8 @@ func TestOutputConcurrentSendsAcked(t *testing.T) {
 }
 
 // TestOutputPartitionKey checks the record key [CE-Kafka-3.1]: the partitionkey extension with
-// key "partitionkey" (so events of one key share a partition), none without the extension or
-// with key "none".
+// key "partitionkey" (so events of one key share a partition), none without the extension, by
+// default or with key "none".
 func TestOutputPartitionKey(t *testing.T) {
 	c := kafkatest.Start(t)
 	cases := []struct {
@@ -96,6 +96,7 @@ func TestOutputPartitionKey(t *testing.T) {
 	}{
 		{"partitionkey", keyPartition, "order-17", []byte("order-17")},
 		{"no extension", keyPartition, "", nil},
+		{"default: no key", "", "order-17", nil},
 		{"key none", keyNone, "order-17", nil},
 	}
 	for _, tc := range cases {
