@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/kafka/kafkatest"
 	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
@@ -48,13 +50,44 @@ type shareCase struct {
 }
 
 // shareWorld is what a case may use: the private mosquitto that carries the output (and the
-// MQTT input), and the run's name.
+// MQTT input), and the run's name. A case may set ready, which the test calls once both
+// instances run and before the generator starts, to wait until the broker shares the input
+// between them.
 type shareWorld struct {
 	broker interface{ URL() string }
 	run    string
+	ready  func()
 }
 
 var shareCases = []shareCase{
+	{
+		// Both instances are members of one consumer group. The group takes the killed
+		// member's partitions away only when its session times out (45 s, the client's
+		// default); the other member then reads them again from the last committed offsets.
+		name: "kafka-consumer-group",
+		input: func(t *testing.T, w *shareWorld) (string, Producer) {
+			c := kafkatest.Start(t)
+			topic := c.Topic(t, "share", 4)
+			pr, err := NewKafkaProducer(c.Seeds(), topic, "binary")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.ready = func() {
+				// The second member's join makes the group rebalance; both must hold partitions.
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if _, err := c.Kfake().WaitGroupStable(ctx, "turnout", 2); err != nil {
+					t.Fatalf("kafka group with both instances: %v", err)
+				}
+			}
+			return fmt.Sprintf(`
+    type: kafka
+    brokers: [%q]
+    group: turnout
+    topics: [%s]
+    commit_interval: 200ms`, c.Addr(), topic), pr
+		},
+	},
 	{
 		// mosquitto keeps handing a dead member of a shared subscription its turn of new
 		// messages, queued in its persistent session with those it had in flight, until a client
@@ -129,8 +162,9 @@ func TestScaleOut(t *testing.T) {
 	if os.Getenv("RELIABILITY") == "full" {
 		pl = fullShare
 	}
-	// The cases run in parallel: one waits for its broker (RabbitMQ takes seconds to start)
-	// while another runs.
+	// The cases run in parallel: the Kafka case, listed first, spends most of its time waiting
+	// for the group to notice the killed member, and the RabbitMQ node takes seconds to start,
+	// while the others run.
 	for _, c := range shareCases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -217,6 +251,9 @@ routes:
 	a := startTurnout(t, config, adminA, "TURNOUT_INSTANCE=a", "TURNOUT_ADMIN="+adminA)
 	b := startTurnout(t, config, adminB, "TURNOUT_INSTANCE=b", "TURNOUT_ADMIN="+adminB)
 
+	if w.ready != nil {
+		w.ready()
+	}
 	var r shareResult
 	// arrived counts deliveries to the validator, for progress (an event both instances
 	// delivered counts twice).
