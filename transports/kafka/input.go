@@ -477,6 +477,9 @@ func (in *Input) revoked(ctx context.Context, cl *kgo.Client, tps map[string][]i
 // lost forgets partitions the group took away without a revocation (the member's session
 // expired): a commit would fail now. Called by franz-go.
 func (in *Input) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	if len(tps) == 0 {
+		return // a fatal group error before any assignment
+	}
 	in.mu.Lock()
 	for topic, ps := range tps {
 		for _, n := range ps {
