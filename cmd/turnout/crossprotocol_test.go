@@ -16,6 +16,7 @@ import (
 	"github.com/turnout-router/turnout/internal/ce"
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/kafka/kafkatest"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
@@ -28,7 +29,7 @@ var crossEvents = []string{
 	`{"specversion":"1.0","id":"all-1","source":"/home/42","type":"care.alarm.fall","subject":"room 3",
 	  "dataschema":"https://schemas.example.org/alarm","time":"2026-11-30T03:04:05.678901234Z",
 	  "datacontenttype":"application/json","data":{"level":"high","n":[1,2.5,null]},
-	  "site":"north","seq":42,"urgent":true,"link":"https://example.org/a?b=c",
+	  "site":"north","seq":42,"partitionkey":"pendant-42","urgent":true,"link":"https://example.org/a?b=c",
 	  "seen":"2026-11-30T03:04:05.123Z","sig":"AAEC/w=="}`,
 	// Time on a millisecond (an AMQP timestamp on the way), text data.
 	`{"specversion":"1.0","id":"text-1","source":"urn:dev:7","type":"care.note","time":"2026-11-30T03:04:05.678Z",
@@ -58,8 +59,9 @@ type hop struct {
 
 // TestCrossProtocolRoundTrip runs one turnout whose routes pass every event along a chain that
 // crosses every broker protocol in both content modes: MQTT (structured, from the device) ->
-// AMQP binary -> NATS binary -> HTTP binary -> AMQP structured -> NATS structured -> HTTP
-// structured -> MQTT. It publishes structured JSON events on MQTT and compares what comes out on
+// AMQP binary -> NATS binary -> Kafka binary -> HTTP binary -> AMQP structured -> NATS
+// structured -> Kafka structured -> HTTP structured -> MQTT. Kafka is the in-process kfake
+// cluster of kafkatest (no Kafka broker can run here); its outputs key records by partitionkey. It publishes structured JSON events on MQTT and compares what comes out on
 // MQTT with the originals, field by field: the context attributes, the extensions (with their
 // JSON types up to the first leg of string headers, as their canonical strings after it), and
 // the data's bytes and JSON form.
@@ -94,14 +96,21 @@ func TestCrossProtocolRoundTrip(t *testing.T) {
 			output: fmt.Sprintf("{ type: nats, url: %q, subject: %s, mode: %s }", natsURL, subject, mode),
 			input:  fmt.Sprintf("{ type: nats, url: %q, stream: %s, consumer: turnout }", natsURL, name)}
 	}
+	kafka := kafkatest.Start(t)
+	kafkaHop := func(mode string) hop {
+		topic := kafka.Topic(t, "cross-"+mode, 2)
+		return hop{name: "kafka-" + mode, typed: mode == "structured",
+			output: fmt.Sprintf("{ type: kafka, brokers: [%q], topic: %s, mode: %s, key: partitionkey }", kafka.Addr(), topic, mode),
+			input:  fmt.Sprintf("{ type: kafka, brokers: [%q], topics: [%s], group: turnout-%s }", kafka.Addr(), topic, run)}
+	}
 	httpHop := func(mode string) hop {
 		addr := testutil.FreeAddr(t)
 		return hop{name: "http-" + mode, typed: mode == "structured",
 			output: fmt.Sprintf("{ type: http, url: \"http://%s/%s\", mode: %s }", addr, mode, mode),
 			input:  fmt.Sprintf("{ type: http, listen: %q, path: /%s }", addr, mode)}
 	}
-	chain := []hop{amqpHop("binary"), natsHop("binary"), httpHop("binary"),
-		amqpHop("structured"), natsHop("structured"), httpHop("structured")}
+	chain := []hop{amqpHop("binary"), natsHop("binary"), kafkaHop("binary"), httpHop("binary"),
+		amqpHop("structured"), natsHop("structured"), kafkaHop("structured"), httpHop("structured")}
 
 	// Route i takes the event from the input of leg i-1 (the devices' MQTT topic for i = 0) to
 	// the output of leg i; the last route takes it from the last leg to the devices' MQTT topic.
