@@ -57,6 +57,9 @@ type InputConfig struct {
 	// StartOffset is where a group without a committed offset starts reading a partition:
 	// "earliest" (default) or "latest".
 	StartOffset string `yaml:"start_offset"`
+	// FetchMaxWait is how long a broker may hold a fetch request when it has no new records
+	// (default 500ms).
+	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
 	// CommitInterval is how often settled offsets are committed (default 1s); they are also
 	// committed when partitions are revoked and on Close.
 	CommitInterval time.Duration `yaml:"commit_interval"`
@@ -92,6 +95,7 @@ const (
 	defaultMaxInFlight    = 256
 	maxMaxInFlight        = 1 << 20
 	defaultCommitInterval = time.Second
+	defaultFetchMaxWait   = 500 * time.Millisecond
 	defaultRetryMinDelay  = time.Second
 	defaultRetryMaxDelay  = time.Minute
 	defaultAckTimeout     = 10 * time.Second
@@ -211,6 +215,12 @@ func (c *InputConfig) validate() error {
 	case "earliest", "latest":
 	default:
 		return fmt.Errorf("start_offset: %q not supported (use earliest or latest)", c.StartOffset)
+	}
+	if c.FetchMaxWait == 0 {
+		c.FetchMaxWait = defaultFetchMaxWait
+	}
+	if c.FetchMaxWait < 10*time.Millisecond {
+		return fmt.Errorf("fetch_max_wait: %v is below 10ms", c.FetchMaxWait)
 	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = defaultCommitInterval

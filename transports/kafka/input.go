@@ -149,6 +149,7 @@ func (in *Input) Start(ctx context.Context, d engine.Dispatcher) error {
 		kgo.OnPartitionsAssigned(in.assigned),
 		kgo.OnPartitionsRevoked(in.revoked),
 		kgo.OnPartitionsLost(in.lost),
+		kgo.FetchMaxWait(in.cfg.FetchMaxWait),
 	)
 	if err != nil {
 		return fmt.Errorf("kafka input %s: %w", in.name, err)
