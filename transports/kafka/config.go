@@ -57,6 +57,10 @@ type InputConfig struct {
 	// StartOffset is where a group without a committed offset starts reading a partition:
 	// "earliest" (default) or "latest".
 	StartOffset string `yaml:"start_offset"`
+	// SessionTimeout is how long the group waits for a member that stopped heartbeating (a
+	// crashed turnout) before it gives the member's partitions to the others (default 45s; the
+	// brokers bound it by group.min/max.session.timeout.ms, 6s to 30m by default).
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 	// FetchMaxWait is how long a broker may hold a fetch request when it has no new records
 	// (default 500ms).
 	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
@@ -96,6 +100,7 @@ const (
 	maxMaxInFlight        = 1 << 20
 	defaultCommitInterval = time.Second
 	defaultFetchMaxWait   = 500 * time.Millisecond
+	defaultSessionTimeout = 45 * time.Second
 	defaultRetryMinDelay  = time.Second
 	defaultRetryMaxDelay  = time.Minute
 	defaultAckTimeout     = 10 * time.Second
@@ -215,6 +220,12 @@ func (c *InputConfig) validate() error {
 	case "earliest", "latest":
 	default:
 		return fmt.Errorf("start_offset: %q not supported (use earliest or latest)", c.StartOffset)
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = defaultSessionTimeout
+	}
+	if c.SessionTimeout < time.Second {
+		return fmt.Errorf("session_timeout: %v is below 1s", c.SessionTimeout)
 	}
 	if c.FetchMaxWait == 0 {
 		c.FetchMaxWait = defaultFetchMaxWait

@@ -44,6 +44,7 @@ func TestConfigValidation(t *testing.T) {
 		{"bad topic", in(func(c *InputConfig) { c.Topics = []string{"ok", "a b"} }), "topics[1]:"},
 		{"negative max_in_flight", in(func(c *InputConfig) { c.MaxInFlight = -1 }), "max_in_flight"},
 		{"bad start_offset", in(func(c *InputConfig) { c.StartOffset = "beginning" }), "start_offset"},
+		{"short session_timeout", in(func(c *InputConfig) { c.SessionTimeout = 500 * time.Millisecond }), "session_timeout"},
 		{"short fetch_max_wait", in(func(c *InputConfig) { c.FetchMaxWait = time.Millisecond }), "fetch_max_wait"},
 		{"short commit_interval", in(func(c *InputConfig) { c.CommitInterval = time.Millisecond }), "commit_interval"},
 		{"retry delays reversed", in(func(c *InputConfig) { c.RetryMinDelay = time.Minute; c.RetryMaxDelay = time.Second }), "retry_max_delay"},
@@ -80,7 +81,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := in.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if in.MaxInFlight != 256 || in.StartOffset != "earliest" || in.CommitInterval != time.Second || in.FetchMaxWait != 500*time.Millisecond ||
+	if in.MaxInFlight != 256 || in.StartOffset != "earliest" || in.CommitInterval != time.Second || in.FetchMaxWait != 500*time.Millisecond || in.SessionTimeout != 45*time.Second ||
 		in.RetryMinDelay != time.Second || in.RetryMaxDelay != time.Minute || in.ClientID != "turnout" {
 		t.Errorf("input defaults: %+v", in)
 	}

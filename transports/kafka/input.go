@@ -150,6 +150,9 @@ func (in *Input) Start(ctx context.Context, d engine.Dispatcher) error {
 		kgo.OnPartitionsRevoked(in.revoked),
 		kgo.OnPartitionsLost(in.lost),
 		kgo.FetchMaxWait(in.cfg.FetchMaxWait),
+		kgo.SessionTimeout(in.cfg.SessionTimeout),
+		// Heartbeats every 3s (the usual interval), or often enough for a short session.
+		kgo.HeartbeatInterval(min(3*time.Second, in.cfg.SessionTimeout/3)),
 	)
 	if err != nil {
 		return fmt.Errorf("kafka input %s: %w", in.name, err)
