@@ -128,7 +128,7 @@ func (s benchSettings) windowFor(kind string) int {
 var (
 	benchInputs    = []string{"mqtt", "amqp", "nats", "kafka", "http"}
 	benchOutputs   = []string{"mqtt", "amqp", "nats", "kafka"}
-	benchPipelines = []string{"mqtt-amqp", "amqp-mqtt", "amqp-amqp", "mqtt-mqtt", "http-nats", "http-amqp"}
+	benchPipelines = []string{"mqtt-amqp", "amqp-mqtt", "amqp-amqp", "mqtt-mqtt", "http-nats", "nats-kafka", "http-amqp"}
 )
 
 // benchBroker is one side of a pipeline: a broker that producers, consumers and turnout reach.
@@ -775,6 +775,15 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	if u.Err != nil {
 		t.Fatalf("turnout exited during the run: %v", u.Err)
 	}
+	if res.received < res.sent {
+		// Best effort may lose events, or they come after the 10 s runFlow waits for; say what
+		// turnout's own account has to say.
+		b, _ := os.ReadFile(tr.log.Name())
+		if len(b) > 4000 {
+			b = b[len(b)-4000:]
+		}
+		t.Logf("  turnout %s: %d of %d events missing; its log (tail):\n%s\n  its metrics:\n%s", mode, res.sent-res.received, res.sent, b, metricsDump(admin))
+	}
 	// Little's law: the messages turnout held on average are its rate times how long it held
 	// each. Close to the configured bound, the bound limits the rate.
 	if n := scrape(t, admin, ackLatency+"_count") - ackCount; n > 0 {
@@ -807,7 +816,7 @@ func benchTable(rows []benchRow) string {
 		}
 		rate := fmt.Sprintf("%.0f", r.flow.rate)
 		if r.flow.received < r.flow.sent {
-			rate += fmt.Sprintf(" (lost %d)", r.flow.sent-r.flow.received)
+			rate += fmt.Sprintf(" (%d missing)", r.flow.sent-r.flow.received)
 		}
 		if r.legs != "" {
 			rate += " " + r.legs

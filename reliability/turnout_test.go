@@ -66,17 +66,7 @@ func startTurnout(t *testing.T, config, admin string, env ...string) *process {
 	p := &process{t: t, bin: turnoutBinary(t), config: config, admin: admin, env: env, log: logf}
 	t.Cleanup(func() {
 		if t.Failed() && p.alive() {
-			if r, err := http.Get("http://" + p.admin + "/metrics"); err == nil {
-				var lines []string
-				sc := bufio.NewScanner(r.Body)
-				for sc.Scan() {
-					if l := sc.Text(); strings.HasPrefix(l, "turnout_") && !strings.HasSuffix(l, " 0") && !strings.Contains(l, "_bucket") {
-						lines = append(lines, l)
-					}
-				}
-				r.Body.Close()
-				t.Logf("turnout metrics:\n%s", strings.Join(lines, "\n"))
-			}
+			t.Logf("turnout metrics:\n%s", metricsDump(p.admin))
 		}
 		p.kill()
 		if t.Failed() {
@@ -89,6 +79,24 @@ func startTurnout(t *testing.T, config, admin string, env ...string) *process {
 	})
 	p.start("/readyz")
 	return p
+}
+
+// metricsDump returns turnout's non-zero metrics from its admin endpoint, histogram buckets
+// left out, one per line ("" if the endpoint does not answer).
+func metricsDump(admin string) string {
+	r, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer r.Body.Close()
+	var lines []string
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "turnout_") && !strings.HasSuffix(l, " 0") && !strings.Contains(l, "_bucket") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // start runs turnout and waits until the admin endpoint answers 200: /readyz on a first start
