@@ -126,9 +126,9 @@ func newInput(name string, cfg InputConfig, deps engine.Deps) (*Input, error) {
 func (in *Input) Ready() bool { return in.conn.Ready() }
 
 // Start creates the group member and begins polling and dispatching to d on the input's
-// goroutines. Brokers that are down do not fail it: the client keeps trying (Ready tells). The
-// engine calls it once.
-func (in *Input) Start(ctx context.Context, d engine.Dispatcher) error {
+// goroutines; it does not wait for the brokers. Brokers that are down do not fail it: the client
+// keeps trying (Ready tells). The engine calls it once.
+func (in *Input) Start(_ context.Context, d engine.Dispatcher) error {
 	in.mu.Lock()
 	if in.started || in.closed {
 		in.mu.Unlock()
@@ -161,11 +161,6 @@ func (in *Input) Start(ctx context.Context, d engine.Dispatcher) error {
 	in.mu.Lock()
 	in.cl, in.d, in.runCtx, in.stop = cl, d, runCtx, cancel
 	in.mu.Unlock()
-	pctx, pcancel := context.WithTimeout(ctx, in.cfg.ConnectTimeout)
-	defer pcancel()
-	if err := cl.Ping(pctx); err != nil {
-		in.log.Warn("kafka brokers not reachable yet; the client keeps trying", "error", err)
-	}
 	in.workers.Add(2)
 	go in.poll(runCtx, cl, d)
 	go in.commitLoop(runCtx, cl)

@@ -361,3 +361,62 @@ func TestInputBrokerRestart(t *testing.T) {
 	_, d2, _ := startInput(t, inputConfig(c, topic, group))
 	d2.None(t, 2*time.Second)
 }
+
+// TestInputOrderWithMaxInFlightOne: with max_in_flight 1 the records of a partition reach the
+// engine in order, a failed one again before any later one.
+func TestInputOrderWithMaxInFlightOne(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "order", 1), kafkatest.Name("g")
+	ids := produceIDs(t, c, topic, "o", 4, oneKey)
+	cfg := inputConfig(c, topic, group)
+	cfg.MaxInFlight = 1
+	_, d, _ := startInput(t, cfg)
+	var order []string
+	for i := 0; len(order) < 5; i++ {
+		x := d.Next(t, 20*time.Second)
+		order = append(order, idOf(t, x))
+		if i == 1 { // the second record fails once
+			x.Settle(errors.New("output down"))
+			continue
+		}
+		x.Settle(nil)
+	}
+	want := []string{ids[0], ids[1], ids[1], ids[2], ids[3]}
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("dispatch order %v, want %v", order, want)
+	}
+}
+
+// TestInputStartsWhileBrokersDown: an input started while no broker answers starts, is not
+// ready, and reads once the cluster is up.
+func TestInputStartsWhileBrokersDown(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "late", 1), kafkatest.Name("g")
+	c.Stop()
+	in, err := newInput("in", inputConfig(c, topic, group), testDeps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testutil.NewDispatcher()
+	if err := in.Start(t.Context(), d); err != nil {
+		t.Fatalf("start with the brokers down: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = in.Close(ctx)
+	})
+	if in.Ready() {
+		t.Error("input ready while no broker answers")
+	}
+	c.Restart(t)
+	ids := produceIDs(t, c, topic, "l", 2, oneKey)
+	for _, id := range ids {
+		x := d.Next(t, 30*time.Second)
+		if got := idOf(t, x); got != id {
+			t.Fatalf("read %s, want %s", got, id)
+		}
+		x.Settle(nil)
+	}
+	waitFor(t, "input ready once the cluster is up", in.Ready)
+}

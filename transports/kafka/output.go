@@ -69,10 +69,10 @@ func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error)
 // Ready reports whether the latest connection attempt to a broker succeeded.
 func (o *Output) Ready() bool { return o.conn.Ready() }
 
-// Start creates the client and asks the cluster for its metadata once, so that Ready tells
-// early whether the brokers answer; brokers that are down do not fail it (the client keeps
-// trying, and Sends fail retryably meanwhile). Called once by the engine, before Send.
-func (o *Output) Start(ctx context.Context) error {
+// Start creates the client; it does not wait for the brokers. Brokers that are down do not fail
+// it (the client keeps trying, and Sends fail retryably meanwhile). Called once by the engine,
+// before Send.
+func (o *Output) Start(context.Context) error {
 	o.startOnce.Do(func() {
 		codec, _ := compression(o.cfg.Compression)
 		cl, err := newClient(&o.cfg.ConnectionConfig, o.conn,
@@ -88,11 +88,15 @@ func (o *Output) Start(ctx context.Context) error {
 		o.mu.Lock()
 		o.cl = cl
 		o.mu.Unlock()
-		pctx, cancel := context.WithTimeout(ctx, o.cfg.ConnectTimeout)
-		defer cancel()
-		if err := cl.Ping(pctx); err != nil {
-			o.log.Warn("kafka brokers not reachable yet; the client keeps trying", "error", err)
-		}
+		// Ask for the cluster's metadata once, in the background, so that Ready tells early
+		// whether the brokers answer; the client connects lazily otherwise.
+		go func() {
+			pctx, cancel := context.WithTimeout(context.Background(), o.cfg.ConnectTimeout)
+			defer cancel()
+			if err := cl.Ping(pctx); err != nil {
+				o.log.Warn("kafka brokers not reachable yet; the client keeps trying", "error", err)
+			}
+		}()
 	})
 	return o.startErr
 }
