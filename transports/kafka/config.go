@@ -159,13 +159,7 @@ func (c *ConnectionConfig) options() ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(seeds...),
 		kgo.ClientID(c.ClientID),
-		kgo.RetryBackoffFn(func(tries int) time.Duration {
-			d := minB
-			for i := 1; i < tries && d < maxB; i++ {
-				d *= 2
-			}
-			return min(d, maxB)
-		}),
+		kgo.RetryBackoffFn(func(tries int) time.Duration { return doubling(minB, maxB, tries) }),
 	}
 	tc, err := c.TLS.Client()
 	if err != nil {
@@ -322,4 +316,14 @@ func validTopic(name string) error {
 		}
 	}
 	return nil
+}
+
+// doubling is the wait before the n-th attempt (n >= 1): lo, doubled per earlier attempt, at
+// most hi.
+func doubling(lo, hi time.Duration, n int) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	return min(d, hi)
 }

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,18 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if out.Mode != modeBinary || out.Key != keyNone || out.AckTimeout != 10*time.Second {
 		t.Errorf("output defaults: %+v", out)
+	}
+}
+
+func TestDoubling(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {7, 10 * time.Second}, {1000, 10 * time.Second}} {
+		t.Run(fmt.Sprintf("attempt %d", tc.n), func(t *testing.T) {
+			if got := doubling(time.Second, 10*time.Second, tc.n); got != tc.want {
+				t.Errorf("attempt %d waits %v, want %v", tc.n, got, tc.want)
+			}
+		})
 	}
 }

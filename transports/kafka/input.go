@@ -373,11 +373,7 @@ func (in *Input) retry(h *held) {
 // retryDelay is the wait after the n-th transient failure of a record: retry_min_delay doubled
 // per earlier failure, at most retry_max_delay.
 func (in *Input) retryDelay(n int) time.Duration {
-	d := in.cfg.RetryMinDelay
-	for i := 1; i < n && d < in.cfg.RetryMaxDelay; i++ {
-		d *= 2
-	}
-	return min(d, in.cfg.RetryMaxDelay)
+	return doubling(in.cfg.RetryMinDelay, in.cfg.RetryMaxDelay, n)
 }
 
 // advanceLocked moves p's commit past its settled prefix and frees the room those records held.
