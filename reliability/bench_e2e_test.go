@@ -898,3 +898,28 @@ func fmtLatency(d time.Duration) string {
 		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
 	}
 }
+
+// TestKfakeProcess checks the benchmark's Kafka side: a kfake cluster in a process of its own
+// whose topics carry events from the Kafka generator to the Kafka consumer, and whose CPU time
+// can be read apart from this process's.
+func TestKfakeProcess(t *testing.T) {
+	k := startKfake(t)
+	if pid := k.cmd.Process.Pid; pid == os.Getpid() {
+		t.Fatal("kfake runs in the test process")
+	}
+	if _, err := ReadProcStat(k.cmd.Process.Pid); err != nil {
+		t.Fatalf("kfake's CPU time cannot be read: %v", err)
+	}
+	topic := k.topic(t, "kfake-process-")
+	c, err := NewKafkaConsumer([]string{k.addr}, topic, "consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, err := NewKafkaProducer([]string{k.addr}, topic, "binary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	checkFlow(t, p, c, fmt.Sprintf("kfake%d", time.Now().UnixNano()), 300)
+}
