@@ -171,18 +171,35 @@ func (c *Cluster) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 }
 
 // Produce writes the records with a client of its own and returns once every one is
-// acknowledged by all in-sync replicas; a record without a Topic goes to topic.
+// acknowledged by all in-sync replicas; a record without a Topic goes to topic. A stopped
+// cluster, or records not acknowledged within 20s, fail the test.
 func (c *Cluster) Produce(t testing.TB, topic string, rs ...*kgo.Record) {
 	t.Helper()
+	if c.Kfake() == nil {
+		t.Fatalf("kafkatest: produce to %s: cluster stopped", topic)
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Seeds()...), kgo.DefaultProduceTopic(topic))
 	if err != nil {
 		t.Fatalf("kafkatest: client: %v", err)
 	}
 	defer cl.Close()
+	// Not ProduceSync: an idempotent record that reached a broker is kept until the brokers
+	// answer, whatever its context says, and a test must fail rather than hang.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
-		t.Fatalf("kafkatest: produce to %s: %v", topic, err)
+	done := make(chan error, len(rs))
+	for _, r := range rs {
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) { done <- err })
+	}
+	for range rs {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("kafkatest: produce to %s: %v", topic, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("kafkatest: produce to %s: not acknowledged within 20s", topic)
+		}
 	}
 }
 

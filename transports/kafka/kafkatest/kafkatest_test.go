@@ -3,6 +3,7 @@ package kafkatest
 import (
 	"context"
 	"net"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -78,3 +79,36 @@ func TestRestartKeepsRecordsAndOffsets(t *testing.T) {
 		t.Fatal("a stopped cluster still accepts connections")
 	}
 }
+
+func TestProduceToStoppedClusterFails(t *testing.T) {
+	c := Start(t)
+	topic := c.Topic(t, "stopped", 1)
+	c.Stop()
+	ft := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Produce(ft, topic, &kgo.Record{Value: []byte("x")})
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Produce to a stopped cluster hangs")
+	}
+	if !ft.failed {
+		t.Fatal("Produce to a stopped cluster did not fail the test")
+	}
+}
+
+// fatalRecorder records Fatalf instead of failing, for checking a helper's failure.
+type fatalRecorder struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fatalRecorder) Fatalf(string, ...any) {
+	f.failed = true
+	runtime.Goexit()
+}
+
+func (f *fatalRecorder) Helper() {}
