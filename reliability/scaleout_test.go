@@ -62,8 +62,9 @@ type shareWorld struct {
 var shareCases = []shareCase{
 	{
 		// Both instances are members of one consumer group. The group takes the killed
-		// member's partitions away only when its session times out (45 s, the client's
-		// default); the other member then reads them again from the last committed offsets.
+		// member's partitions away only when its session times out (session_timeout, 6 s
+		// here, the brokers' usual minimum); the other member then reads them again from the
+		// last committed offsets.
 		name: "kafka-consumer-group",
 		input: func(t *testing.T, w *shareWorld) (string, Producer) {
 			c := kafkatest.Start(t)
@@ -85,6 +86,7 @@ var shareCases = []shareCase{
     brokers: [%q]
     group: turnout
     topics: [%s]
+    session_timeout: 6s
     commit_interval: 200ms`, c.Addr(), topic), pr
 		},
 	},
