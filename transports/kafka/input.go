@@ -8,11 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/transports/internal/tmetrics"
 )
 
 var (
@@ -33,6 +35,9 @@ type Input struct {
 	cfg  InputConfig
 	log  *slog.Logger
 	conn *connState
+
+	heldGauge prometheus.Gauge   // turnout_kafka_input_held{name}: holding
+	retries   prometheus.Counter // turnout_kafka_input_retries_total{name}
 
 	mu       sync.Mutex // guards everything below
 	parts    map[topicPartition]*partition
@@ -110,15 +115,31 @@ func newInput(name string, cfg InputConfig, deps engine.Deps) (*Input, error) {
 	if err != nil {
 		return nil, err
 	}
+	heldVec, err := tmetrics.RegisterOrReuse(deps.Registerer, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "turnout_kafka_input_held",
+		Help: "Records a Kafka input read and cannot commit yet (with the engine, waiting for a retry, or settled behind an unsettled one): what a crash would replay.",
+	}, []string{"name"}))
+	if err != nil {
+		return nil, fmt.Errorf("kafka input %s: %w", name, err)
+	}
+	retries, err := tmetrics.RegisterOrReuse(deps.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnout_kafka_input_retries_total",
+		Help: "Records a Kafka input dispatched again after the engine failed them transiently.",
+	}, []string{"name"}))
+	if err != nil {
+		return nil, fmt.Errorf("kafka input %s: %w", name, err)
+	}
 	return &Input{
-		name:     name,
-		cfg:      cfg,
-		log:      log,
-		conn:     conn,
-		parts:    map[topicPartition]*partition{},
-		freed:    make(chan struct{}, 1),
-		drained:  make(chan struct{}),
-		retrying: map[*held]*time.Timer{},
+		heldGauge: heldVec.WithLabelValues(name),
+		retries:   retries.WithLabelValues(name),
+		name:      name,
+		cfg:       cfg,
+		log:       log,
+		conn:      conn,
+		parts:     map[topicPartition]*partition{},
+		freed:     make(chan struct{}, 1),
+		drained:   make(chan struct{}),
+		retrying:  map[*held]*time.Timer{},
 	}, nil
 }
 
@@ -297,6 +318,7 @@ func (in *Input) take(ctx context.Context, d engine.Dispatcher, r *kgo.Record) e
 	h := &held{r: r, p: p, state: heldEngine}
 	p.recs = append(p.recs, h)
 	in.holding++
+	in.heldGauge.Inc()
 	in.busy++
 	in.mu.Unlock()
 	if err := d.Dispatch(ctx, decode(r), func(err error) { in.settle(h, err) }); err != nil {
@@ -359,6 +381,7 @@ func (in *Input) retry(h *held) {
 	}
 	h.state = heldEngine
 	in.busy++
+	in.retries.Inc()
 	ctx, d := in.runCtx, in.d
 	in.mu.Unlock()
 	if err := d.Dispatch(ctx, decode(h.r), func(err error) { in.settle(h, err) }); err != nil {
@@ -394,6 +417,7 @@ func (in *Input) releaseLocked(h *held) {
 	}
 	h.state = heldReleased
 	in.holding--
+	in.heldGauge.Dec()
 	select {
 	case in.freed <- struct{}{}:
 	default:

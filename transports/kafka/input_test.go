@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -128,7 +129,23 @@ func TestInputRetriesTransientFailures(t *testing.T) {
 	c := kafkatest.Start(t)
 	topic, group := c.Topic(t, "retry", 1), kafkatest.Name("g")
 	ids := produceIDs(t, c, topic, "r", 3, oneKey)
-	_, d, _ := startInput(t, inputConfig(c, topic, group))
+	deps := testDeps()
+	in, err := newInput("retry", inputConfig(c, topic, group), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testutil.NewDispatcher()
+	if err := in.Start(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = in.Close(ctx)
+	})
+	metric := func(name string) float64 {
+		return testutil.Metric(t, deps.Registerer.(prometheus.Gatherer), name, map[string]string{"name": "retry"})
+	}
 	first := []testutil.Dispatched{d.Next(t, 20*time.Second), d.Next(t, 20*time.Second), d.Next(t, 20*time.Second)}
 	first[0].Settle(errors.New("output down"))
 	first[1].Settle(nil)
@@ -141,6 +158,9 @@ func TestInputRetriesTransientFailures(t *testing.T) {
 		if o, ok := committed(t, c, group, topic)[0]; ok && o > 0 {
 			t.Fatalf("committed %d while the record at offset 0 is failing", o)
 		}
+		if n := metric("turnout_kafka_input_held"); n != 3 {
+			t.Errorf("turnout_kafka_input_held = %v while the first record fails, want 3", n)
+		}
 		if round == 1 {
 			x.Settle(errors.New("output still down"))
 		} else {
@@ -149,6 +169,12 @@ func TestInputRetriesTransientFailures(t *testing.T) {
 	}
 	waitCommitted(t, c, group, topic, 0, 3)
 	d.None(t, 500*time.Millisecond) // the settled and the dead-lettered record do not come back
+	if n := metric("turnout_kafka_input_retries_total"); n != 2 {
+		t.Errorf("turnout_kafka_input_retries_total = %v, want 2", n)
+	}
+	if n := metric("turnout_kafka_input_held"); n != 0 {
+		t.Errorf("turnout_kafka_input_held = %v once everything is committable, want 0", n)
+	}
 }
 
 // TestInputMaxInFlight: max_in_flight bounds the records read and not yet committable; a record
