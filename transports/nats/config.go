@@ -43,6 +43,11 @@ type InputConfig struct {
 	Subject string `yaml:"subject"`
 	// MaxAckPending bounds the messages delivered and not yet acknowledged (default 256).
 	MaxAckPending int `yaml:"max_ack_pending"`
+	// PullBatch is the most messages one pull request asks for: the client buffers up to that
+	// many ahead of the engine and asks for more when half are taken (default half of
+	// max_ack_pending, at most 1024; at most max_ack_pending). Buffered messages are not yet
+	// marked in progress, so a batch the engine cannot take within ack_wait is redelivered.
+	PullBatch int `yaml:"pull_batch"`
 	// AckWait is how long JetStream waits for an acknowledgement before it redelivers
 	// (default 30s). Messages held longer than a third of it are marked in progress.
 	AckWait time.Duration `yaml:"ack_wait"`
@@ -68,6 +73,7 @@ type OutputConfig struct {
 
 const (
 	defaultMaxAckPending = 256
+	maxDefaultPullBatch  = 1024
 	maxMaxAckPending     = 1 << 20
 	defaultAckWait       = 30 * time.Second
 	defaultNakMinDelay   = time.Second
@@ -178,6 +184,12 @@ func (c *InputConfig) validate() error {
 		c.MaxAckPending = defaultMaxAckPending
 	case c.MaxAckPending < 0 || c.MaxAckPending > maxMaxAckPending:
 		return fmt.Errorf("max_ack_pending: %d is outside 1..%d", c.MaxAckPending, maxMaxAckPending)
+	}
+	switch {
+	case c.PullBatch == 0:
+		c.PullBatch = max(1, min(c.MaxAckPending/2, maxDefaultPullBatch))
+	case c.PullBatch < 0 || c.PullBatch > c.MaxAckPending:
+		return fmt.Errorf("pull_batch: %d is outside 1..max_ack_pending (%d)", c.PullBatch, c.MaxAckPending)
 	}
 	if c.AckWait == 0 {
 		c.AckWait = defaultAckWait

@@ -36,6 +36,8 @@ func TestConfigValidation(t *testing.T) {
 		{"no consumer", in(func(c *InputConfig) { c.Consumer = "" }), "consumer: required"},
 		{"consumer with dot", in(func(c *InputConfig) { c.Consumer = "a.b" }), "consumer:"},
 		{"negative max_ack_pending", in(func(c *InputConfig) { c.MaxAckPending = -1 }), "max_ack_pending"},
+		{"pull_batch above max_ack_pending", in(func(c *InputConfig) { c.MaxAckPending = 10; c.PullBatch = 11 }), "pull_batch: 11 is outside 1..max_ack_pending (10)"},
+		{"negative pull_batch", in(func(c *InputConfig) { c.PullBatch = -1 }), "pull_batch"},
 		{"short ack_wait", in(func(c *InputConfig) { c.AckWait = time.Millisecond }), "ack_wait"},
 		{"nak delays reversed", in(func(c *InputConfig) { c.NakMinDelay = time.Minute; c.NakMaxDelay = time.Second }), "nak_max_delay"},
 		{"backoff reversed", in(func(c *InputConfig) { c.ReconnectMinBackoff = time.Minute; c.ReconnectMaxBackoff = time.Second }), "reconnect_max_backoff"},
@@ -58,6 +60,18 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestPullBatchDefault(t *testing.T) {
+	for _, tc := range []struct{ maxAckPending, want int }{{0, 128}, {1, 1}, {3, 1}, {256, 128}, {4096, 1024}} {
+		c := InputConfig{ConnectionConfig: ConnectionConfig{URL: "nats://127.0.0.1:4222"}, Stream: "S", Consumer: "c", MaxAckPending: tc.maxAckPending}
+		if err := c.validate(); err != nil {
+			t.Fatal(err)
+		}
+		if c.PullBatch != tc.want {
+			t.Errorf("max_ack_pending %d: pull_batch %d, want %d", tc.maxAckPending, c.PullBatch, tc.want)
+		}
 	}
 }
 

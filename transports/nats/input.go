@@ -21,9 +21,12 @@ var (
 	_ engine.Readier = (*Input)(nil)
 )
 
-// maxPullBatch bounds the messages the client buffers ahead of Dispatch: their AckWait runs
-// from delivery, and a smaller buffer keeps them from expiring while the engine is busy.
-const maxPullBatch = 128
+// pullExpiry is how long one pull request waits at the server. nats.go's default, 30 s, is also
+// how long the input stood still when nats-server 2.9 dropped a pull request the client still
+// counted on (docs/benchmarks.md): a request that expires sooner, with the client's heartbeat
+// check at half of it, bounds such a pause to a few seconds at the cost of one request per
+// expiry while the stream is idle.
+const pullExpiry = 5 * time.Second
 
 // Input is a NATS JetStream input: a durable pull consumer whose messages are acknowledged
 // only once the engine settled them (see the package documentation for the rules).
@@ -235,7 +238,7 @@ func (in *Input) consume(ctx context.Context, js jetstream.JetStream, d engine.D
 	if err != nil {
 		return fmt.Errorf("nats create consumer %s on stream %s: %w", in.cfg.Consumer, in.cfg.Stream, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(in.cfg.MaxAckPending, maxPullBatch)))
+	it, err := cons.Messages(jetstream.PullMaxMessages(in.cfg.PullBatch), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("nats consume %s: %w", in.cfg.Consumer, err)
 	}
