@@ -21,17 +21,16 @@ import (
 // (kfake, on loopback TCP ports) in binary and structured mode. Every subtest gets a cluster of
 // its own.
 //
-// CanRestart is false although the cluster restarts with its data (kafkatest.Restart): the
-// suite's reconnect check expects the records an input holds unsettled across a broker restart
-// to be dispatched again to that same input, as MQTT, AMQP and JetStream redeliver after a lost
-// connection. A Kafka consumer keeps its group membership and its partitions across a broker
-// restart, so those records are still with the engine and nothing is read again until they are
-// settled (or the input restarts). TestInputBrokerRestart checks what a restart must keep for
-// Kafka instead.
+// The cluster restarts with its data (kafkatest.Restart). A Kafka consumer keeps its group
+// membership and its partitions across a broker restart, so the records an input holds
+// unsettled are still with the engine afterwards and are not read again until their partition
+// changes hands (KeepsUnsettledAcrossRestart); TestInputBrokerRestart checks the commits around
+// a restart in more detail.
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, transporttest.Harness{
-		Modes:      []transporttest.Mode{transporttest.Binary, transporttest.Structured},
-		CanRestart: false,
+		Modes:                       []transporttest.Mode{transporttest.Binary, transporttest.Structured},
+		CanRestart:                  true,
+		KeepsUnsettledAcrossRestart: true,
 		Server: func(t *testing.T, _ bool) transporttest.Server {
 			return &confServer{t: t, c: kafkatest.Start(t), fetchers: map[string]*kgo.Client{}}
 		},
