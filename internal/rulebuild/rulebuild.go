@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 var (
@@ -136,6 +137,9 @@ var (
 	commands = map[string]string{}
 )
 
+// staleCommand is how long a cached build of other sources is kept after its last use.
+const staleCommand = 6 * time.Hour
+
 // Command builds the main package pkgDir (e.g. "cmd/turnout") for this machine and returns the
 // path of the executable, cached under os.TempDir()/turnout-commands by the SHA-256 of the Go
 // version and every non-test Go file, go.mod and go.sum of the module. Reading those files also
@@ -164,6 +168,8 @@ func Command(pkgDir string) (string, error) {
 	}
 	out := filepath.Join(cacheDir, strings.ReplaceAll(pkgDir, "/", "_")+"-"+key)
 	if _, err := os.Stat(out); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(out, now, now) // in use: keep it from the clean-up below
 		commands[pkgDir] = out
 		return out, nil
 	}
@@ -177,10 +183,11 @@ func Command(pkgDir string) (string, error) {
 	if err := os.Rename(tmp, out); err != nil {
 		return "", fmt.Errorf("rulebuild: %w", err)
 	}
-	// Builds of earlier sources are not needed again (best effort: one may be running).
+	// Builds of other sources unused for a while are not needed again. Recent ones may belong to
+	// another checkout of the module whose tests run at the same time.
 	if old, err := filepath.Glob(strings.TrimSuffix(out, key) + "*"); err == nil {
 		for _, o := range old {
-			if o != out && !strings.Contains(o, ".build-") {
+			if fi, err := os.Stat(o); err == nil && o != out && !strings.Contains(o, ".build-") && time.Since(fi.ModTime()) > staleCommand {
 				os.Remove(o)
 			}
 		}
