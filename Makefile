@@ -49,9 +49,10 @@ bench-e2e:
 
 # The reliability suite in full (docs/reliability.md): every input/output pair through the turnout
 # binary while turnout is killed with SIGKILL, the output refuses, and the output's broker
-# restarts, on private brokers. Prints one table. make test runs the short version.
+# restarts, on private brokers, and the scale-out test (docs/scaling.md): two instances on one
+# input per protocol, one killed mid-stream. make test runs the short versions.
 reliability: brokers
-	RELIABILITY=full $(GO) test -count=1 -v -timeout 60m -run '^TestReliability$$' ./reliability/
+	RELIABILITY=full $(GO) test -count=1 -v -timeout 60m -run '^(TestReliability|TestScaleOut)$$' ./reliability/
 
 # A short run of every fuzz target.
 fuzz:
