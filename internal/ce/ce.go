@@ -1,6 +1,7 @@
 // Package ce holds the CloudEvents helpers every transport shares: the structured-mode JSON
 // format [CE-JSON] (encoding with data_base64 where the data's bytes need it, decoding with
-// validation), the attribute naming rule [CE-2] and the string form of attribute values.
+// validation), the binary mode of the bindings that carry attributes as string headers
+// (DecodeBinary), the attribute naming rule [CE-2] and the string form of attribute values.
 //
 // Invariant: EncodeStructured and DecodeStructured are inverses for every valid event: the
 // attributes, the extensions' values and the data's bytes survive the trip unchanged. Nothing

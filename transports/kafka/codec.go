@@ -2,14 +2,12 @@ package kafka
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"mime"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
-	"github.com/cloudevents/sdk-go/v2/binding/spec"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -134,53 +132,7 @@ func decodeEvent(headers []kgo.RecordHeader, value []byte) (*event.Event, error)
 		}
 		attrs[name] = string(h.Value)
 	}
-	return decodeBinary(attrs, contentType, value)
-}
-
-// binarySpecs names the attributes of each spec version under the ce_ prefix.
-var binarySpecs = spec.WithPrefix(cePrefix)
-
-// decodeBinary builds an event from the ce_ headers of a binary-mode record [CE-Kafka-3.2];
-// datacontenttype is the content-type header (or a ce_datacontenttype header, which wins).
-func decodeBinary(attrs map[string]string, contentType string, value []byte) (*event.Event, error) {
-	sv, ok := attrs["specversion"]
-	if !ok {
-		return nil, errors.New("neither a CloudEvents content-type nor a ce_specversion header")
-	}
-	version := binarySpecs.Version(sv)
-	if version == nil {
-		return nil, fmt.Errorf("ce_specversion: unsupported value %q", sv)
-	}
-	delete(attrs, "specversion")
-	if _, ok := attrs["datacontenttype"]; !ok && contentType != "" {
-		attrs["datacontenttype"] = contentType
-	}
-	names := make([]string, 0, len(attrs))
-	for n := range attrs {
-		names = append(names, n)
-	}
-	sort.Strings(names) // the first bad header is the same on every delivery
-	ctx := version.NewContext()
-	for _, name := range names {
-		var err error
-		if a := version.Attribute(cePrefix + name); a != nil {
-			err = a.Set(ctx, attrs[name])
-		} else {
-			err = ctx.SetExtension(name, attrs[name])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("ce_%s: %w", name, err)
-		}
-	}
-	e := event.Event{Context: ctx}
-	if len(value) > 0 {
-		e.DataEncoded = bytes.Clone(value)
-	}
-	if err := e.Validate(); err != nil {
-		return nil, err
-	}
-	ce.MarkBinaryData(&e)
-	return &e, nil
+	return ce.DecodeBinary(cePrefix, attrs, contentType, value)
 }
 
 // rawRecord renders a record for a dead letter: its key and headers as "name: value" lines (the

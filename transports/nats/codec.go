@@ -2,7 +2,6 @@ package nats
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"mime"
 	"net/url"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/cloudevents/sdk-go/v2/binding/spec"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 
@@ -122,59 +120,7 @@ func decodeEvent(h nats.Header, data []byte) (*event.Event, error) {
 		}
 		return e, nil
 	}
-	return decodeBinary(attrs, contentType, data)
-}
-
-// binarySpecs names the attributes of each spec version under the ce- prefix.
-var binarySpecs = spec.WithPrefix(cePrefix)
-
-// decodeBinary builds an event from binary-mode attributes [CE-NATS-3.1]; datacontenttype is
-// ce-datacontenttype, else the Content-Type header.
-func decodeBinary(attrs map[string]string, contentType string, data []byte) (*event.Event, error) {
-	sv, ok := attrs["specversion"]
-	if !ok {
-		return nil, errors.New("neither a CloudEvents Content-Type nor a ce-specversion header")
-	}
-	version := binarySpecs.Version(sv)
-	if version == nil {
-		return nil, fmt.Errorf("ce-specversion: unsupported value %q", sv)
-	}
-	if _, ok := attrs["datacontenttype"]; !ok && contentType != "" {
-		attrs["datacontenttype"] = contentType
-	}
-	ctx := version.NewContext()
-	names := make([]string, 0, len(attrs))
-	for n := range attrs {
-		names = append(names, n)
-	}
-	sort.Strings(names) // deterministic error messages
-	for _, name := range names {
-		if name == "specversion" {
-			continue
-		}
-		v := attrs[name]
-		if a := version.Attribute(cePrefix + name); a != nil {
-			if err := a.Set(ctx, v); err != nil {
-				return nil, fmt.Errorf("ce-%s: %w", name, err)
-			}
-			continue
-		}
-		if name == "data" {
-			return nil, errors.New("ce-data: not an attribute")
-		}
-		if err := ctx.SetExtension(name, v); err != nil {
-			return nil, fmt.Errorf("ce-%s: %w", name, err)
-		}
-	}
-	e := event.Event{Context: ctx}
-	if len(data) > 0 {
-		e.DataEncoded = bytes.Clone(data)
-	}
-	if err := e.Validate(); err != nil {
-		return nil, err
-	}
-	ce.MarkBinaryData(&e)
-	return &e, nil
+	return ce.DecodeBinary(cePrefix, attrs, contentType, data)
 }
 
 // rawMessage renders a message in the NATS wire form of headers and payload, for dead letters.

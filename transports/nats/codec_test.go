@@ -86,7 +86,7 @@ func TestDecode(t *testing.T) {
 			"Ce-Specversion": {"1.0"}, "CE-ID": {"1"}, "ce-source": {"s"}, "ce-type": {"t"},
 		}},
 		{name: "structured", header: nats.Header{"Content-Type": {"application/cloudevents+json; charset=utf-8"}}, data: structured},
-		{name: "no headers", data: structured, wantErr: "neither a CloudEvents Content-Type nor a ce-specversion"},
+		{name: "no headers", data: structured, wantErr: "neither a CloudEvents content type nor a ce-specversion"},
 		{name: "structured bad json", header: nats.Header{"Content-Type": {"application/cloudevents+json"}}, data: "{", wantErr: "structured event"},
 		{name: "structured batch", header: nats.Header{"Content-Type": {"application/cloudevents-batch+json"}}, data: "[]", wantErr: "only application/cloudevents+json"},
 		{name: "bad percent-encoding", header: nats.Header{
