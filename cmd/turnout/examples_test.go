@@ -13,11 +13,16 @@ import (
 
 	"github.com/Azure/go-amqp"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/turnout-router/turnout/internal/rulebuild"
 	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/amqp/amqptest"
+	"github.com/turnout-router/turnout/transports/kafka/kafkatest"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
+	"github.com/turnout-router/turnout/transports/nats/natstest"
 )
 
 // exampleTree copies examples/NAME and the stock rules it refers to into a temporary tree
@@ -311,5 +316,105 @@ func TestCareBridge(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("command %s did not reach devices/pendant-17/commands", cmdID)
+	}
+}
+
+// TestCloudIngest runs examples/cloud-ingest against the shared nats-server and an in-process
+// Kafka cluster (kfake): an alarm posted to the webhook reaches care-alarms in Kafka binary mode,
+// keyed by its partitionkey, only before the webhook is answered 204; a hub's heartbeat published
+// to the JetStream stream reaches care-telemetry in structured mode.
+func TestCloudIngest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the stock Wasm rules with the Go toolchain; run without -short")
+	}
+	natsURL := natstest.Shared(t)
+	stream, subject := natstest.Name("CARE_HUBS"), "hubs."+fmt.Sprint(time.Now().UnixNano())+".events"
+	natstest.Stream(t, natsURL, stream, subject)
+	kafka := kafkatest.Start(t)
+	kafka.CreateTopic(t, "care-alarms", 3)
+	kafka.CreateTopic(t, "care-telemetry", 3)
+	adminAddr, webhook := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	t.Setenv("TURNOUT_DATA_DIR", t.TempDir())
+	t.Setenv("TURNOUT_ADMIN", adminAddr)
+	t.Setenv("WEBHOOK_LISTEN", webhook)
+	t.Setenv("NATS_URL", natsURL)
+	t.Setenv("NATS_STREAM", stream)
+	t.Setenv("KAFKA_BROKERS", kafka.Addr())
+	path := exampleTree(t, "cloud-ingest")
+	r := startRun(t, path, adminAddr)
+	defer func() {
+		if code := r.stop(t); code != 0 {
+			t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+		}
+	}()
+
+	req, err := http.NewRequest(http.MethodPost, "http://"+webhook+"/events", strings.NewReader(`{"resident":"room 12"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "alarm-1", "ce-source": "/vendor/pendant-17",
+		"ce-type": "care.alarm.fall", "ce-partitionkey": "resident-12", "content-type": "application/json"} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST alarm = %d, want 204; stderr:\n%s", resp.StatusCode, r.stderr.String())
+	}
+
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	beat := &nats.Msg{Subject: subject, Header: nats.Header{"Content-Type": []string{"application/cloudevents+json"}},
+		Data: []byte(`{"specversion":"1.0","id":"beat-1","source":"/hubs/7","type":"care.heartbeat","data":{"battery":87}}`)}
+	if _, err := js.PublishMsg(ctx, beat); err != nil {
+		t.Fatalf("publish heartbeat: %v", err)
+	}
+
+	cl := kafka.Client(t, kgo.ConsumeTopics("care-alarms", "care-telemetry"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := map[string]*kgo.Record{}
+	for len(got) < 2 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("records on Kafka: %v of 2 within 60s; stderr:\n%s", len(got), r.stderr.String())
+		}
+		fs.EachRecord(func(rec *kgo.Record) { got[rec.Topic] = rec })
+	}
+	header := func(rec *kgo.Record, key string) string {
+		for _, h := range rec.Headers {
+			if h.Key == key {
+				return string(h.Value)
+			}
+		}
+		return ""
+	}
+	alarm := got["care-alarms"]
+	if id, typ := header(alarm, "ce_id"), header(alarm, "ce_type"); id != "alarm-1" || typ != "care.alarm.fall" {
+		t.Errorf("care-alarms: ce_id %q ce_type %q, want the alarm in binary mode", id, typ)
+	}
+	if string(alarm.Key) != "resident-12" {
+		t.Errorf("care-alarms key %q, want the partitionkey resident-12", alarm.Key)
+	}
+	if string(alarm.Value) != `{"resident":"room 12"}` {
+		t.Errorf("care-alarms value %q, want the alarm's data", alarm.Value)
+	}
+	tele := got["care-telemetry"]
+	if ct := header(tele, "content-type"); !strings.HasPrefix(ct, "application/cloudevents+json") {
+		t.Errorf("care-telemetry content-type %q, want structured mode", ct)
+	}
+	var ev struct{ ID string }
+	if err := json.Unmarshal(tele.Value, &ev); err != nil || ev.ID != "beat-1" {
+		t.Errorf("care-telemetry value %s, want the heartbeat beat-1 (%v)", tele.Value, err)
 	}
 }
