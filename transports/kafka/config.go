@@ -61,6 +61,12 @@ type InputConfig struct {
 	// crashed turnout) before it gives the member's partitions to the others (default 45s; the
 	// brokers bound it by group.min/max.session.timeout.ms, 6s to 30m by default).
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// InstanceID makes the member static [KIP-345]: it must differ per instance and stay the
+	// same across its restarts (e.g. ${TURNOUT_INSTANCE}). A static member that restarts within
+	// session_timeout gets its partitions back at once, without a rebalance; a static member
+	// that stops does not leave the group, so its partitions wait for its return or for
+	// session_timeout. Empty (default): a dynamic member.
+	InstanceID string `yaml:"instance_id"`
 	// FetchMaxWait is how long a broker may hold a fetch request when it has no new records
 	// (default 500ms).
 	FetchMaxWait time.Duration `yaml:"fetch_max_wait"`
@@ -214,6 +220,12 @@ func (c *InputConfig) validate() error {
 	case "earliest", "latest":
 	default:
 		return fmt.Errorf("start_offset: %q not supported (use earliest or latest)", c.StartOffset)
+	}
+	if c.InstanceID != "" {
+		// Kafka takes the same characters and length as for a topic name.
+		if err := validTopic(c.InstanceID); err != nil {
+			return fmt.Errorf("instance_id: %q is not a valid group instance id (at most 249 ASCII letters, digits, '.', '_' and '-')", c.InstanceID)
+		}
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = defaultSessionTimeout

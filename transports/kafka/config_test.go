@@ -45,6 +45,8 @@ func TestConfigValidation(t *testing.T) {
 		{"bad topic", in(func(c *InputConfig) { c.Topics = []string{"ok", "a b"} }), "topics[1]:"},
 		{"negative max_in_flight", in(func(c *InputConfig) { c.MaxInFlight = -1 }), "max_in_flight"},
 		{"bad start_offset", in(func(c *InputConfig) { c.StartOffset = "beginning" }), "start_offset"},
+		{"instance_id", in(func(c *InputConfig) { c.InstanceID = "turnout-a.1" }), ""},
+		{"instance_id with a space", in(func(c *InputConfig) { c.InstanceID = "turnout a" }), "instance_id:"},
 		{"short session_timeout", in(func(c *InputConfig) { c.SessionTimeout = 500 * time.Millisecond }), "session_timeout"},
 		{"short fetch_max_wait", in(func(c *InputConfig) { c.FetchMaxWait = time.Millisecond }), "fetch_max_wait"},
 		{"short commit_interval", in(func(c *InputConfig) { c.CommitInterval = time.Millisecond }), "commit_interval"},

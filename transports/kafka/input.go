@@ -161,7 +161,11 @@ func (in *Input) Start(_ context.Context, d engine.Dispatcher) error {
 	if in.cfg.StartOffset == "latest" {
 		start = kgo.NewOffset().AtEnd()
 	}
-	cl, err := newClient(&in.cfg.ConnectionConfig, in.conn,
+	var static []kgo.Opt
+	if in.cfg.InstanceID != "" {
+		static = append(static, kgo.InstanceID(in.cfg.InstanceID))
+	}
+	cl, err := newClient(&in.cfg.ConnectionConfig, in.conn, append(static,
 		kgo.ConsumerGroup(in.cfg.Group),
 		kgo.ConsumeTopics(in.cfg.Topics...),
 		kgo.ConsumeStartOffset(start),
@@ -174,7 +178,7 @@ func (in *Input) Start(_ context.Context, d engine.Dispatcher) error {
 		kgo.SessionTimeout(in.cfg.SessionTimeout),
 		// Heartbeats every 3s (the usual interval), or often enough for a short session.
 		kgo.HeartbeatInterval(min(3*time.Second, in.cfg.SessionTimeout/3)),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("kafka input %s: %w", in.name, err)
 	}

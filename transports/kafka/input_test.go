@@ -446,3 +446,77 @@ func TestInputStartsWhileBrokersDown(t *testing.T) {
 	}
 	waitFor(t, "input ready once the cluster is up", in.Ready)
 }
+
+// TestInputStaticMember stops a static member (instance_id) as a crash or a restart would: it
+// does not leave the group, so its partitions stay its own (no rebalance, the other member keeps
+// its share). Started again with the same instance_id, it gets them back at once, well within
+// the long session timeout, and reads their records from the last commit.
+func TestInputStaticMember(t *testing.T) {
+	c := kafkatest.Start(t)
+	topic, group := c.Topic(t, "static", 4), kafkatest.Name("g")
+	const sessionTimeout = time.Minute
+	start := func(name string) (*Input, *autoSettle) {
+		cfg := inputConfig(c, topic, group)
+		cfg.InstanceID, cfg.SessionTimeout = "turnout-"+name, sessionTimeout
+		in, err := newInput(name, cfg, testDeps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := &autoSettle{seen: map[string]int{}}
+		if err := in.Start(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = in.Close(ctx)
+		})
+		return in, a
+	}
+	held := func(in *Input) int {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return len(in.parts)
+	}
+	inA, a := start("a")
+	inB, _ := start("b")
+	waitFor(t, "both members holding partitions", func() bool { return held(inA) > 0 && held(inB) > 0 && held(inA)+held(inB) == 4 })
+	heldA := held(inA)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := inB.Close(ctx); err != nil { // a static member does not leave the group
+		t.Fatal(err)
+	}
+	cancel()
+
+	key := func(i int) string { return fmt.Sprintf("k%d", i%16) }
+	ids := produceIDs(t, c, topic, "s", 100, key)
+	time.Sleep(2 * time.Second) // a dynamic member's leave would have moved b's partitions by now
+	if held(inA) != heldA {
+		t.Fatalf("a holds %d partitions after b stopped, %d before: the group rebalanced, as for a dynamic member", held(inA), heldA)
+	}
+	began := time.Now()
+	inB2, b2 := start("b")
+	seenAll := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		b2.mu.Lock()
+		defer b2.mu.Unlock()
+		for _, id := range ids {
+			if a.seen[id]+b2.seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for !seenAll() {
+		if time.Since(began) > sessionTimeout/2 {
+			t.Fatalf("the restarted static member did not get its partitions back within %v (session timeout %v): it holds %d",
+				sessionTimeout/2, sessionTimeout, held(inB2))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b2.count() == 0 || held(inA)+held(inB2) != 4 {
+		t.Errorf("after the restart: a holds %d partitions, b %d with %d records", held(inA), held(inB2), b2.count())
+	}
+	t.Logf("the restarted member had its partitions back and every record read %v after its start", time.Since(began).Round(time.Millisecond))
+}
