@@ -14,7 +14,6 @@ import (
 	"github.com/Azure/go-amqp"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/turnout-router/turnout/internal/rulebuild"
@@ -59,6 +58,26 @@ func exampleTree(t *testing.T, name string) string {
 		}
 	}
 	return filepath.Join(dst, "turnout.yaml")
+}
+
+// runExample runs examples/NAME as its header describes, with the environment variables env
+// and a data directory and admin listener of its own (TURNOUT_DATA_DIR, TURNOUT_ADMIN). The
+// test's cleanup stops it and fails the test unless it exits 0.
+func runExample(t *testing.T, name string, env map[string]string) *running {
+	t.Helper()
+	adminAddr := testutil.FreeAddr(t)
+	t.Setenv("TURNOUT_DATA_DIR", t.TempDir())
+	t.Setenv("TURNOUT_ADMIN", adminAddr)
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	r := startRun(t, exampleTree(t, name), adminAddr)
+	t.Cleanup(func() {
+		if code := r.stop(t); code != 0 {
+			t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
+		}
+	})
+	return r
 }
 
 // TestExamplesValidate checks that every example configuration is accepted by `turnout
@@ -206,18 +225,7 @@ func TestCareBridge(t *testing.T) {
 	}
 	mqttURL := mqtttest.Shared(t)
 	rabbit := amqptest.Shared(t)
-	adminAddr := testutil.FreeAddr(t)
-	t.Setenv("TURNOUT_DATA_DIR", t.TempDir())
-	t.Setenv("TURNOUT_ADMIN", adminAddr)
-	t.Setenv("MQTT_URL", mqttURL)
-	t.Setenv("AMQP_URL", rabbit.URL())
-	path := exampleTree(t, "care-bridge")
-	r := startRun(t, path, adminAddr)
-	defer func() {
-		if code := r.stop(t); code != 0 {
-			t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
-		}
-	}()
+	runExample(t, "care-bridge", map[string]string{"MQTT_URL": mqttURL, "AMQP_URL": rabbit.URL()})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -333,20 +341,9 @@ func TestCloudIngest(t *testing.T) {
 	kafka := kafkatest.Start(t)
 	kafka.CreateTopic(t, "care-alarms", 3)
 	kafka.CreateTopic(t, "care-telemetry", 3)
-	adminAddr, webhook := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	t.Setenv("TURNOUT_DATA_DIR", t.TempDir())
-	t.Setenv("TURNOUT_ADMIN", adminAddr)
-	t.Setenv("WEBHOOK_LISTEN", webhook)
-	t.Setenv("NATS_URL", natsURL)
-	t.Setenv("NATS_STREAM", stream)
-	t.Setenv("KAFKA_BROKERS", kafka.Addr())
-	path := exampleTree(t, "cloud-ingest")
-	r := startRun(t, path, adminAddr)
-	defer func() {
-		if code := r.stop(t); code != 0 {
-			t.Errorf("exit code %d, want 0; stderr:\n%s", code, r.stderr.String())
-		}
-	}()
+	webhook := testutil.FreeAddr(t)
+	r := runExample(t, "cloud-ingest", map[string]string{"WEBHOOK_LISTEN": webhook, "NATS_URL": natsURL,
+		"NATS_STREAM": stream, "KAFKA_BROKERS": kafka.Addr()})
 
 	req, err := http.NewRequest(http.MethodPost, "http://"+webhook+"/events", strings.NewReader(`{"resident":"room 12"}`))
 	if err != nil {
@@ -365,15 +362,7 @@ func TestCloudIngest(t *testing.T) {
 		t.Fatalf("POST alarm = %d, want 204; stderr:\n%s", resp.StatusCode, r.stderr.String())
 	}
 
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, natsURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	beat := &nats.Msg{Subject: subject, Header: nats.Header{"Content-Type": []string{"application/cloudevents+json"}},

@@ -157,29 +157,35 @@ func Name(prefix string) string {
 	return fmt.Sprintf("%s_%d_%d", prefix, time.Now().UnixNano()%1e9, seq.Add(1))
 }
 
-// Stream creates a file-backed stream capturing subjects on the server at url and deletes it
-// in the test's cleanup.
-func Stream(t testing.TB, url, name string, subjects ...string) {
+// JetStream connects a JetStream client to the server at url and closes it in the test's
+// cleanup; an unreachable server goes through testutil.Unavailable.
+func JetStream(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
 	if err != nil {
 		unavailable(t, "natstest: connect %s: %v", url, err)
 	}
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		nc.Close()
 		t.Fatalf("natstest: jetstream: %v", err)
 	}
+	return js
+}
+
+// Stream creates a file-backed stream capturing subjects on the server at url and deletes it
+// in the test's cleanup.
+func Stream(t testing.TB, url, name string, subjects ...string) {
+	t.Helper()
+	js := JetStream(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subjects, Storage: jetstream.FileStorage}); err != nil {
-		nc.Close()
 		t.Fatalf("natstest: create stream %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = js.DeleteStream(ctx, name)
-		nc.Close()
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestServerRestartKeepsStreams(t *testing.T) {
@@ -14,15 +13,7 @@ func TestServerRestartKeepsStreams(t *testing.T) {
 	name := Name("LIFE")
 	Stream(t, s.URL(), name, "life."+name)
 	s.Restart()
-	nc, err := nats.Connect(s.URL(), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := JetStream(t, s.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.Stream(ctx, name); err != nil {
