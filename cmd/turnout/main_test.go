@@ -402,6 +402,38 @@ routes:
 	}
 }
 
+// TestRunInterruptedWhileStarting stops turnout with a signal (a cancelled context) while it
+// loads a rule: it says it was interrupted, not that the configuration was rejected.
+func TestRunInterruptedWhileStarting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Wasm rule with the Go toolchain; run without -short")
+	}
+	pass, err := rulebuild.Build("filters/rules/passthrough")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pass.wasm"), pass, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, dir, fmt.Sprintf(`
+admin: { listen: "" }
+data_dir: %s
+inputs: { a: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [a], outputs: [out], rule: { file: pass.wasm, config: { outputs: [out] } } } }
+`, dir))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	code, _, stderr := runCLI(ctx, "run", "-c", path)
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(stderr, "interrupted by a signal") || strings.Contains(stderr, "configuration was rejected") {
+		t.Errorf("stderr does not say turnout was interrupted while starting:\n%s", stderr)
+	}
+}
+
 func TestRunStartupFailure(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -47,6 +47,12 @@ func cmdRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	logger := newLogger(stderr, cfg.Log)
 	if err := serve(ctx, cfg, logger); err != nil {
+		if ctx.Err() != nil {
+			// A signal while starting cancels what was being built (a rule's init, a
+			// connection): that is the reason, not the configuration.
+			logger.Warn("turnout stopped while starting: interrupted by a signal; nothing was delivered", "err", err)
+			return 1
+		}
 		var es config.Errors
 		if errors.As(err, &es) {
 			printErrors(stderr, es)
