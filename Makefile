@@ -1,10 +1,11 @@
 # turnout: `make run` starts the quickstart on the embedded broker, `make test` runs every test.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION   := $(VERSION)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build run test brokers vet fmt-check bench bench-e2e reliability fuzz clean rules
+.PHONY: all build release run test brokers vet fmt-check bench bench-e2e reliability fuzz clean rules
 
 all: build rules
 
@@ -13,6 +14,23 @@ include filters/rules.mk
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnout
+
+# Release binaries for the device edition and the cloud: static (CGO_ENABLED=0) linux/amd64,
+# linux/arm64 and linux/arm/v7 builds of cmd/turnout, stamped like `make build`, as
+# build/release/turnout-$(VERSION)-linux-{amd64,arm64,armv7}, with SHA256SUMS over them. The same
+# sources and version give the same bytes (-trimpath, no build id or time in the binary); the
+# directory is rewritten each time and then checked by scripts/releasecheck (static ELF of the
+# right architecture, build settings, checksums, `turnout version` prints $(VERSION)).
+RELEASE_DIR := build/release
+
+release:
+	@mkdir -p $(RELEASE_DIR)
+	rm -f $(RELEASE_DIR)/turnout-* $(RELEASE_DIR)/SHA256SUMS
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/turnout-$(VERSION)-linux-amd64 ./cmd/turnout
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/turnout-$(VERSION)-linux-arm64 ./cmd/turnout
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/turnout-$(VERSION)-linux-armv7 ./cmd/turnout
+	cd $(RELEASE_DIR) && sha256sum turnout-$(VERSION)-linux-amd64 turnout-$(VERSION)-linux-arm64 turnout-$(VERSION)-linux-armv7 > SHA256SUMS
+	$(GO) run ./scripts/releasecheck -version '$(VERSION)' $(RELEASE_DIR)
 
 # Quickstart: embedded MQTT broker on 127.0.0.1:11883, HTTP input on 127.0.0.1:8080,
 # admin (metrics) on 127.0.0.1:9090. Needs nothing but Go.
