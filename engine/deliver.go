@@ -244,7 +244,7 @@ func (r *route) send(ctx context.Context, o *output, ev *event.Event) error {
 	var err error
 	for attempt := 1; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, p.Timeout)
-		err = sendOnce(sctx, o.sink, ev)
+		err = SendOnce(sctx, o.sink, ev)
 		timedOut := sctx.Err() == context.DeadlineExceeded
 		cancel()
 		if err == nil {
@@ -285,8 +285,10 @@ func decide(ctx context.Context, rule Rule, ev *event.Event) (d Decision, err er
 	return rule.Decide(ctx, ev)
 }
 
-// sendOnce calls sink.Send, turning a panic into an error (retried like any other).
-func sendOnce(ctx context.Context, sink Sink, ev *event.Event) (err error) {
+// SendOnce calls sink.Send, turning a panic into an error (retried like any other): a faulty
+// output costs an attempt, not the process and every message in flight with it. Whatever sends
+// to a Sink outside the engine (a spool forwarding its log) calls it too.
+func SendOnce(ctx context.Context, sink Sink, ev *event.Event) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("output panicked: %v", p)

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/spool"
 )
 
 // RuleLoader compiles and initialises the rule of route r from its Wasm bytes. Build calls it
@@ -73,6 +74,7 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 		}
 		b.Inputs[m.Name] = src
 	}
+	spoolDirs := map[string]string{} // spool directory -> output
 	for _, m := range cfg.Outputs {
 		if m.output == nil {
 			continue
@@ -86,6 +88,11 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 		if sink == nil {
 			c.add(m.Line, key, "output factory for type %q returned no output", m.Type)
 			continue
+		}
+		if m.Spool != nil {
+			if sink = spooled(c, cfg, m, key, sink, deps, spoolDirs); sink == nil {
+				continue
+			}
 		}
 		b.Outputs[m.Name] = sink
 		if !m.Used {
@@ -141,6 +148,58 @@ func Build(ctx context.Context, cfg *Config, opts BuildOptions) (*Built, error) 
 		}
 	}
 	return b, c.errs.errOrNil()
+}
+
+// spooled wraps the output m's sink in the spool its spool block describes, or reports the
+// block's errors (each at its key's line), closes sink and returns nil. dirs holds the spool
+// directories already taken, so that two outputs never share one.
+func spooled(c *collector, cfg *Config, m *Module, key string, sink engine.Sink, deps engine.Deps, dirs map[string]string) engine.Sink {
+	skey := key + ".spool"
+	var sc spool.Config
+	// The spool's own checks run on a block with decoding errors too, so that every problem is
+	// reported at once, except for the keys whose value did not decode.
+	var decodeErrs Errors
+	_ = errors.As(cfg.Decoder(m.Spool, skey)(&sc), &decodeErrs)
+	c.errs = append(c.errs, decodeErrs...)
+	reported := map[string]bool{}
+	for _, e := range decodeErrs {
+		reported[e.Key] = true
+	}
+	sp, err := spool.New(m.Name, sc, sink, deps)
+	if err == nil && len(decodeErrs) == 0 {
+		if other, taken := dirs[sp.Dir()]; !taken {
+			dirs[sp.Dir()] = m.Name
+			return sp
+		} else {
+			err = &spool.KeyError{Key: "dir", Msg: fmt.Sprintf("%s is already the spool of output %q; each output needs its own", sp.Dir(), other)}
+		}
+	}
+	for _, e := range unjoin(err) {
+		var ke *spool.KeyError
+		switch {
+		case e == nil:
+		case errors.As(e, &ke):
+			if k := skey + "." + ke.Key; !reported[k] {
+				c.add(valueLine(m.Spool, ke.Key), k, "%s", ke.Msg)
+			}
+		default:
+			c.add(m.Spool.Line, skey, "%v", e)
+		}
+	}
+	if sp != nil {
+		_ = sp.Close(context.Background()) // closes sink too
+	} else {
+		_ = sink.Close(context.Background())
+	}
+	return nil
+}
+
+// unjoin returns the errors err joins (errors.Join), or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // newSwitch puts the loaded rule of route behind the route's switch, which owns it from here; if

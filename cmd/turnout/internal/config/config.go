@@ -127,8 +127,11 @@ type Module struct {
 	Type string
 	// Line is the line of the module's name.
 	Line int
-	// Node is the module's block without its type key: the part its factory decodes.
+	// Node is the module's block without its type key (and an output's spool key): the part
+	// its factory decodes.
 	Node *yaml.Node
+	// Spool is an output's spool block (store-and-forward in front of it); nil when absent.
+	Spool *yaml.Node
 	// Used says whether a route refers to the module.
 	Used bool
 
@@ -407,6 +410,12 @@ func (cfg *Config) modules(n *yaml.Node, kind string) []*Module {
 		body := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column, Style: v.Style}
 		typeLine := 0
 		for j := 0; j+1 < len(v.Content); j += 2 {
+			if v.Content[j].Value == "spool" && kind == "outputs" {
+				if !isNull(v.Content[j+1]) {
+					m.Spool = v.Content[j+1]
+				}
+				continue
+			}
 			if v.Content[j].Value == "type" {
 				typeLine = v.Content[j+1].Line
 				if t := v.Content[j+1]; t.Kind != yaml.ScalarNode || t.ShortTag() != "!!str" || t.Value == "" {

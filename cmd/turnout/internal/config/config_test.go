@@ -383,6 +383,34 @@ outputs:
   out: { type: test-out, wait: soon }
 routes: { r: { inputs: [in], outputs: [out] } }
 `, []string{"4: inputs.in.adr: unknown key (known keys: addr, fail, tls, wait)", "6: inputs.in.tls.ca: unknown key (known keys: ca_file)", `8: outputs.out.wait: invalid duration "soon"`}},
+		{"spool block errors at their own lines", `
+inputs: { in: { type: test-in } }
+outputs:
+  out:
+    type: test-out
+    spool:
+      max_bytes: 0
+      when_full: drop
+      fsyncs: always
+  other:
+    type: test-out
+    spool: { dir: /proc/sys/turnout, max_bytes: ten }
+routes: { r: { inputs: [in], outputs: [out, other] } }
+`, []string{
+			"6: outputs.out.spool.dir: missing",
+			"6: outputs.out.spool.max_bytes: 0B is below the minimum",
+			`7: outputs.out.spool.when_full: unknown value "drop"`,
+			"8: outputs.out.spool.fsyncs: unknown key",
+			`11: outputs.other.spool.max_bytes: "ten" is not a size`,
+			`11: outputs.other.spool.dir: cannot create /proc/sys/turnout: /proc/sys is not writable`,
+		}},
+		{"two outputs on one spool directory", `
+inputs: { in: { type: test-in } }
+outputs:
+  a: { type: test-out, spool: { dir: spool/x } }
+  b: { type: test-out, spool: { dir: spool/x } }
+routes: { r: { inputs: [in], outputs: [a, b] } }
+`, []string{`4: outputs.b.spool.dir: `}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -409,7 +437,7 @@ routes: { r: { inputs: [in], outputs: [out] } }
 			}
 			for name, s := range b.Outputs {
 				_ = b.CloseAll(context.Background())
-				if !s.(*fakeModule).closed {
+				if fm, ok := s.(*fakeModule); ok && !fm.closed {
 					t.Errorf("output %s not closed by CloseAll", name)
 				}
 			}
