@@ -157,3 +157,9 @@ func (s *idSet) add(id string) {
 	s.n[id]++
 	s.mu.Unlock()
 }
+
+// countSink confirms every event at once and only counts them.
+type countSink struct{ n *atomic.Int64 }
+
+func (c *countSink) Send(context.Context, *event.Event) error { c.n.Add(1); return nil }
+func (c *countSink) Close(context.Context) error             { return nil }
