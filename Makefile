@@ -67,10 +67,11 @@ bench-e2e:
 
 # The reliability suite in full (docs/reliability.md): every input/output pair through the turnout
 # binary while turnout is killed with SIGKILL, the output refuses, and the output's broker
-# restarts, on private brokers, and the scale-out test (docs/scaling.md): two instances on one
-# input per protocol, one killed mid-stream. make test runs the short versions.
+# restarts, on private brokers; the scale-out test (docs/scaling.md): two instances on one
+# input per protocol, one killed mid-stream; and the spool's uplink outage (60 s at 2,000
+# events/s, turnout killed twice during it). make test runs the short versions.
 reliability: brokers
-	RELIABILITY=full $(GO) test -count=1 -v -timeout 60m -run '^(TestReliability|TestScaleOut)$$' ./reliability/
+	RELIABILITY=full $(GO) test -count=1 -v -timeout 60m -run '^(TestReliability|TestScaleOut|TestSpoolOutage)$$' ./reliability/
 
 # A short run of every fuzz target.
 fuzz:

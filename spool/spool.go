@@ -682,6 +682,12 @@ func (s *Spool) deliver(ctx context.Context, f *flight) bool {
 	}
 	backoff := s.retryInitial
 	for {
+		if s.waitReady(ctx) {
+			backoff = s.retryInitial // the output is back: no reason to wait longer than that
+		}
+		if ctx.Err() != nil {
+			return false
+		}
 		actx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 		err := engine.SendOnce(actx, s.sink, e)
 		cancel()
@@ -712,6 +718,29 @@ func (s *Spool) deliver(ctx context.Context, f *flight) bool {
 		}
 		backoff = min(backoff*2, s.retryMax)
 	}
+}
+
+// readyPoll is how often a forwarding attempt waiting for its output asks it again.
+const readyPoll = 100 * time.Millisecond
+
+// waitReady waits while the wrapped output says it is not ready (engine.Readier: not connected),
+// so that an output that is down is not tried at all, and one that comes back is tried at once
+// rather than after a backoff grown during the outage. It reports whether it waited.
+func (s *Spool) waitReady(ctx context.Context) bool {
+	r, ok := s.sink.(engine.Readier)
+	if !ok || r.Ready() {
+		return false
+	}
+	t := time.NewTicker(readyPoll)
+	defer t.Stop()
+	for !r.Ready() {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return true
+		}
+	}
+	return true
 }
 
 // rejectedFile is where events the output refused for good are kept, one JSON object a line.

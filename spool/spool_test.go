@@ -374,3 +374,18 @@ func TestEngineRoute(t *testing.T) {
 	}
 	t.Logf("%d events acknowledged while the output was down, %d of them dead-lettered", acked, len(dlq.Confirmed()))
 }
+
+// An output that says it is not connected is not tried at all; once it is back, the spool
+// forwards at once instead of after a backoff grown during the outage.
+func TestWaitsForAReadyOutput(t *testing.T) {
+	sink := &enginetest.Sink{}
+	sink.NotReady.Store(true)
+	s := open(t, t.TempDir(), Config{}, sink)
+	sendAll(t, s, 0, 20)
+	time.Sleep(300 * time.Millisecond)
+	if n := sink.Sends(); n != 0 {
+		t.Errorf("%d sends to an output that is not ready", n)
+	}
+	sink.NotReady.Store(false)
+	waitFor(t, "the events forwarded once the output is ready", 2*time.Second, func() bool { return len(sink.Confirmed()) == 20 })
+}
