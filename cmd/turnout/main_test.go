@@ -147,6 +147,34 @@ outputs:
 routes:
   r: { inputs: [a], outputs: [out] }
 `, nil, 1, "", []string{"3: broker.max_queued: -1 is outside 1..60000", "4: broker.colour: unknown key"}},
+		{"broker errors point at nested keys", `
+broker:
+  enabled: true
+  tls:
+    listen: "127.0.0.1:0"
+    key_file: /nonexistent/broker.key
+inputs:
+  a: { type: test-in }
+outputs:
+  out: { type: test-out }
+routes:
+  r: { inputs: [a], outputs: [out] }
+`, nil, 1, "", []string{"3: broker.tls.cert_file: required"}},
+		{"broker errors point at list items", `
+broker:
+  enabled: true
+  users:
+    - { username: device, password: secret, publish: ["homes/+/alarms"] }
+    - username: turnout
+      password: secret
+      subscribe: ["homes/#", "a/#/b"]
+inputs:
+  a: { type: test-in }
+outputs:
+  out: { type: test-out }
+routes:
+  r: { inputs: [a], outputs: [out] }
+`, nil, 1, "", []string{`7: broker.users[1].subscribe[1]: "a/#/b" is not a valid topic filter`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

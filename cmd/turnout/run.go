@@ -9,11 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/turnout-router/turnout/cmd/turnout/internal/admin"
 	"github.com/turnout-router/turnout/cmd/turnout/internal/config"
@@ -271,11 +273,12 @@ func checkBroker(cfg *config.Config, deps engine.Deps) config.Errors {
 	}
 	br, err := mqtt.NewBroker(bc, deps)
 	if err != nil {
-		// The broker names the key ("broker.max_queued: ..."): point at its line.
+		// The broker names the key ("broker.max_queued: ...", "broker.users[1].password: ..."):
+		// point at its line.
 		e := &config.Error{File: cfg.Path, Line: cfg.Broker.Line, Key: "broker", Msg: err.Error()}
 		if k, msg, ok := strings.Cut(err.Error(), ": "); ok && strings.HasPrefix(k, "broker.") && !strings.ContainsAny(k, " \t") {
 			e.Key, e.Msg = k, msg
-			e.Line = config.KeyLine(cfg.Broker, strings.TrimPrefix(k, "broker."))
+			e.Line = keyPathLine(cfg.Broker, strings.TrimPrefix(k, "broker."))
 		}
 		return append(errs, e)
 	}
@@ -283,4 +286,41 @@ func checkBroker(cfg *config.Config, deps engine.Deps) config.Errors {
 		errs = append(errs, &config.Error{File: cfg.Path, Line: cfg.Broker.Line, Key: "broker", Msg: err.Error()})
 	}
 	return errs
+}
+
+// keyPathLine returns the line of the key path under the mapping n ("tls.cert_file",
+// "users[1].password"), or of the deepest part of it that the file has (the list item of a
+// missing password, the block itself).
+func keyPathLine(n *yaml.Node, path string) int {
+	line := n.Line
+	for _, part := range strings.Split(path, ".") {
+		name, idx := part, -1
+		if i := strings.IndexByte(part, '['); i > 0 && strings.HasSuffix(part, "]") {
+			var err error
+			if idx, err = strconv.Atoi(part[i+1 : len(part)-1]); err != nil {
+				return line
+			}
+			name = part[:i]
+		}
+		var val *yaml.Node
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == name {
+					line, val = n.Content[i].Line, n.Content[i+1]
+				}
+			}
+		}
+		if val == nil {
+			return line
+		}
+		n = val
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
 }

@@ -17,7 +17,8 @@ import (
 
 // WriteCerts writes to dir a test CA and a server certificate signed by it, valid for an hour
 // for hosts (IP addresses or DNS names), and returns the PEM files: the CA certificate, the
-// server certificate and its private key.
+// server certificate and its private key. The CA's key stays in dir (ca.key) for
+// WriteClientCert.
 func WriteCerts(t testing.TB, dir string, hosts ...string) (caFile, certFile, keyFile string) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -49,12 +50,53 @@ func WriteCerts(t testing.TB, dir string, hosts ...string) (caFile, certFile, ke
 		t.Fatal(err)
 	}
 	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
-			t.Fatal(err)
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
+	writePEM(t, dir, "ca.key", "EC PRIVATE KEY", caKeyDER)
+	return writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER), writePEM(t, dir, "server.pem", "CERTIFICATE", srvDER), writePEM(t, dir, "server.key", "EC PRIVATE KEY", keyDER)
+}
+
+// WriteClientCert writes to dir a client certificate for name (ExtKeyUsageClientAuth) signed by
+// the CA that WriteCerts wrote to dir, valid for an hour, and returns its PEM files.
+func WriteClientCert(t testing.TB, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	read := func(file string) []byte {
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatalf("WriteClientCert needs WriteCerts first: %v", err)
 		}
-		return p
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			t.Fatalf("%s holds no PEM block", file)
+		}
+		return blk.Bytes
 	}
-	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
+	caCert, err := x509.ParseCertificate(read("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := x509.ParseECPrivateKey(read("ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	return writePEM(t, dir, "client-"+name+".pem", "CERTIFICATE", der), writePEM(t, dir, "client-"+name+".key", "EC PRIVATE KEY", keyDER)
+}
+
+func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -3,6 +3,8 @@ package mqtt
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
 func startBroker(t testing.TB, cfg BrokerConfig) (*Broker, *prometheus.Registry) {
@@ -51,17 +54,48 @@ func TestBrokerStartStop(t *testing.T) {
 
 func TestBrokerConfigErrors(t *testing.T) {
 	deps, _ := testDeps(t)
+	dir := t.TempDir()
+	_, cert, key := testutil.WriteCerts(t, dir, "127.0.0.1")
+	missing := filepath.Join(dir, "missing.pem")
+	regular := filepath.Join(dir, "regular")
+	if err := os.WriteFile(regular, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	alice := func(u BrokerUser) BrokerConfig {
+		if u.Username == "" {
+			u.Username = "alice"
+		}
+		return BrokerConfig{Users: []BrokerUser{u}}
+	}
 	for _, c := range []struct {
-		name, key string
+		name, key string // key: the error starts with it
+		want      string // and contains this
 		cfg       BrokerConfig
 	}{
-		{"queue too large", "broker.max_queued", BrokerConfig{MaxQueued: 70000}},
-		{"password alone", "broker.password", BrokerConfig{Password: "p"}},
+		{"queue too large", "broker.max_queued", "outside", BrokerConfig{MaxQueued: 70000}},
+		{"password alone", "broker.password", "username", BrokerConfig{Password: "p"}},
+		{"no listener", "broker.listen", "no listener", BrokerConfig{Listen: "none"}},
+		{"TLS without certificate", "broker.tls.cert_file", "required", BrokerConfig{TLS: BrokerTLSConfig{Listen: "127.0.0.1:0"}}},
+		{"TLS certificate missing", "broker.tls.cert_file", missing, BrokerConfig{TLS: BrokerTLSConfig{Server: tlsconf.Server{CertFile: missing, KeyFile: key}}}},
+		{"TLS key unreadable", "broker.tls.key_file", "is a directory", BrokerConfig{TLS: BrokerTLSConfig{Server: tlsconf.Server{CertFile: cert, KeyFile: dir}}}},
+		{"TLS key not the certificate's", "broker.tls.key_file", "does not go with", BrokerConfig{TLS: BrokerTLSConfig{Server: tlsconf.Server{CertFile: cert, KeyFile: cert}}}},
+		{"TLS client CA missing", "broker.tls.client_ca_file", missing, BrokerConfig{TLS: BrokerTLSConfig{Server: tlsconf.Server{CertFile: cert, KeyFile: key, ClientCAFile: missing}}}},
+		{"users and username", "broker.users", "not both", BrokerConfig{Username: "u", Password: "p", Users: []BrokerUser{{Username: "a", Password: "b"}}}},
+		{"user without name", "broker.users[0].username", "required", BrokerConfig{Users: []BrokerUser{{Password: "p"}}}},
+		{"user without password", "broker.users[0].password", "required", alice(BrokerUser{})},
+		{"user twice", "broker.users[1].username", "twice", BrokerConfig{Users: []BrokerUser{{Username: "a", Password: "p"}, {Username: "a", Password: "q"}}}},
+		{"invalid publish filter", "broker.users[0].publish[1]", `"a/#/b"`, alice(BrokerUser{Password: "p", Publish: []string{"a/#", "a/#/b"}})},
+		{"wildcard inside a level", "broker.users[0].subscribe[0]", `"a/b+"`, alice(BrokerUser{Password: "p", Subscribe: []string{"a/b+"}})},
+		{"shared filter to publish", "broker.users[0].publish[0]", "$share", alice(BrokerUser{Password: "p", Publish: []string{"$share/g/a"}})},
+		{"persistence under a regular file", "broker.persistence", "not a directory", BrokerConfig{Persistence: filepath.Join(regular, "broker")}},
+		{"persistence is a regular file", "broker.persistence", "not a directory", BrokerConfig{Persistence: regular}},
+		// /proc/sys refuses new files even to root (tests run as root: modes do not stop it).
+		{"persistence not writable", "broker.persistence", "not writable", BrokerConfig{Persistence: "/proc/sys/turnout-broker"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := NewBroker(c.cfg, deps)
-			if err == nil || !strings.Contains(err.Error(), c.key) {
-				t.Fatalf("error %v does not name %q", err, c.key)
+			if err == nil || !strings.HasPrefix(err.Error(), c.key+": ") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want %q: ...%s...", err, c.key, c.want)
 			}
 		})
 	}
