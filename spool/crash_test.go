@@ -76,7 +76,8 @@ func TestCrash(t *testing.T) {
 		next += 1000 // the killed process may have spooled events it did not get to report
 		t.Logf("round %d (fsync %s): %d events confirmed so far", round, fsync, len(confirmed))
 	}
-	got, _ := delivered(t, dir, Config{MaxBytes: size(64 << 20)})
+	got, s := delivered(t, dir, Config{MaxBytes: size(64 << 20)})
+	noDamage(t, s)
 	seen := checkNoGarbage(t, got, next)
 	for i := range confirmed {
 		if !seen[i] {
@@ -210,6 +211,7 @@ func TestHammer(t *testing.T) {
 	<-restarter
 	last := cur.Load()
 	waitFor(t, "the spool emptied", 60*time.Second, func() bool { return last.events.Load() == 0 })
+	noDamage(t, last)
 	forwarded := map[string]bool{}
 	for _, sk := range sinks {
 		for _, id := range sk.ids() {

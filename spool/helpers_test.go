@@ -97,6 +97,15 @@ func (s *testSpool) metric(t testing.TB, name string, labels map[string]string) 
 	return testutil.Metric(t, s.reg, name, labels)
 }
 
+// noDamage fails if the spool counted damaged bytes: in every test but the ones that damage the
+// log on purpose, the log must read back whole.
+func noDamage(t testing.TB, s *testSpool) {
+	t.Helper()
+	if v := s.metric(t, "turnout_spool_discarded_bytes_total", nil); v != 0 {
+		t.Errorf("turnout_spool_discarded_bytes_total = %v in a log nobody damaged", v)
+	}
+}
+
 func size(n int64) *bytesize.Size { v := bytesize.Size(n); return &v }
 
 // testEvent is event number i: binary data of a size that varies with i, and an extension.

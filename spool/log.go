@@ -140,18 +140,11 @@ func (s *scanner) next() (record, error) {
 	if s.off >= s.limit {
 		return record{}, io.EOF
 	}
-	h, err := s.window(s.off, hdrSize)
+	n, err := s.plausible(s.off)
 	if err != nil {
 		return record{}, err
 	}
-	if len(h) < hdrSize {
-		return record{}, errTorn
-	}
-	n := binary.LittleEndian.Uint32(h[0:])
-	if n > maxPayload {
-		return record{}, errDamaged
-	}
-	b, err := s.window(s.off, hdrSize+int(n))
+	b, err := s.window(s.off, hdrSize+n)
 	if err != nil {
 		return record{}, err
 	}
@@ -164,24 +157,57 @@ func (s *scanner) next() (record, error) {
 	return rec, nil
 }
 
+// plausible checks the header at off against prev and limit and returns the payload length. A
+// record longer than the scanner's chunk has its CRC checked as a stream first, so that a damaged
+// length never makes the scanner read (and allocate) megabytes it will throw away.
+func (s *scanner) plausible(off int64) (int, error) {
+	h, err := s.window(off, hdrSize)
+	if err != nil {
+		return 0, err
+	}
+	if len(h) < hdrSize {
+		return 0, errTorn
+	}
+	n := binary.LittleEndian.Uint32(h[0:])
+	if n > maxPayload || binary.LittleEndian.Uint64(h[8:]) <= s.prev {
+		return 0, errDamaged
+	}
+	if off+hdrSize+int64(n) > s.limit {
+		return 0, errTorn
+	}
+	if hdrSize+int(n) > scanChunk {
+		want := binary.LittleEndian.Uint32(h[4:])
+		crc := crc32.Update(0, castagnoli, h[0:4])
+		crc = crc32.Update(crc, castagnoli, h[8:hdrSize])
+		var chunk [32 << 10]byte
+		for at, end := off+hdrSize, off+hdrSize+int64(n); at < end; {
+			k, err := s.r.ReadAt(chunk[:min(int64(len(chunk)), end-at)], at)
+			if k == 0 && err != nil {
+				return 0, err
+			}
+			crc = crc32.Update(crc, castagnoli, chunk[:k])
+			at += int64(k)
+		}
+		if crc != want {
+			return 0, errDamaged
+		}
+	}
+	return int(n), nil
+}
+
 // resync looks for the next whole, valid record after the damaged bytes at s.off and moves
 // there; it reports whether it found one. A false match needs a CRC-32C collision on top of a
 // plausible length and sequence number.
 func (s *scanner) resync() (bool, error) {
 	for p := s.off + 1; p+hdrSize <= s.limit; p++ {
-		h, err := s.window(p, hdrSize)
+		n, err := s.plausible(p)
+		if errors.Is(err, errTorn) || errors.Is(err, errDamaged) {
+			continue
+		}
 		if err != nil {
 			return false, err
 		}
-		if len(h) < hdrSize {
-			return false, nil
-		}
-		n := binary.LittleEndian.Uint32(h[0:])
-		seq := binary.LittleEndian.Uint64(h[8:])
-		if n > maxPayload || seq <= s.prev || p+hdrSize+int64(n) > s.limit {
-			continue
-		}
-		b, err := s.window(p, hdrSize+int(n))
+		b, err := s.window(p, hdrSize+n)
 		if err != nil {
 			return false, err
 		}

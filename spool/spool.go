@@ -894,7 +894,8 @@ func (r *reader) use(sg *segment) bool {
 		return false
 	}
 	r.seg, r.f = sg, f
-	r.sc = &scanner{r: f, off: int64(len(segMagic)), prev: max(r.prev, sg.first-1)}
+	// The scanner checks the segment's own order; records up to the cursor are skipped above it.
+	r.sc = &scanner{r: f, off: int64(len(segMagic)), prev: sg.first - 1}
 	return true
 }
 

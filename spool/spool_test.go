@@ -72,6 +72,7 @@ func TestOutageThenRecovery(t *testing.T) {
 	if age := s.metric(t, "turnout_spool_oldest_event_age_seconds", nil); age != 0 {
 		t.Errorf("oldest event age = %v with nothing waiting", age)
 	}
+	noDamage(t, s)
 }
 
 // assertEach fails unless ids holds every id of from..to-1, each at least once, and no other.
@@ -120,6 +121,7 @@ func TestRestartResumes(t *testing.T) {
 		if len(up.Confirmed()) != 2000 {
 			t.Errorf("%d events forwarded for 2000 spooled: nothing had been confirmed before, so no duplicates expected", len(up.Confirmed()))
 		}
+		noDamage(t, s2)
 		if err := s2.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +136,37 @@ func TestRestartResumes(t *testing.T) {
 		sendAll(t, s, 2000, 2100)
 		waitFor(t, "new events forwarded", 5*time.Second, func() bool { return len(up.Confirmed()) == 100 })
 		assertEach(t, up.ids(), 2000, 2100)
+		noDamage(t, s)
 	})
+}
+
+// A restart whose cursor lies inside a segment forwards exactly the events after it.
+func TestRestartInsideASegment(t *testing.T) {
+	dir := t.TempDir()
+	half := &enginetest.Sink{Fail: func(_ context.Context, _ int, e *event.Event) error {
+		if i, _ := eventNumber(e.ID()); i >= 50 {
+			return outputDown
+		}
+		return nil
+	}}
+	s := open(t, dir, Config{InFlight: 1}, half)
+	sendAll(t, s, 0, 100)
+	waitFor(t, "the first 50 forwarded", 5*time.Second, func() bool { return len(half.Confirmed()) == 50 })
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if segs := segments(t, dir); len(segs) != 1 {
+		t.Fatalf("%d segments, want the 100 events in one", len(segs))
+	}
+	up := newSwitchSink()
+	s2 := open(t, dir, Config{InFlight: 1}, up)
+	waitFor(t, "the other 50 forwarded", 5*time.Second, func() bool { return len(up.Confirmed()) >= 50 })
+	time.Sleep(50 * time.Millisecond)
+	assertEach(t, up.ids(), 50, 100)
+	if n := len(up.Confirmed()); n != 50 {
+		t.Errorf("%d events forwarded after the restart, want exactly the 50 after the cursor", n)
+	}
+	noDamage(t, s2)
 }
 
 // Two processes must never write one spool.
