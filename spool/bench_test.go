@@ -3,6 +3,7 @@ package spool
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ func BenchmarkSend(b *testing.B) {
 				sink.down.Store(true)
 				s := open(b, b.TempDir(), Config{MaxBytes: size(1 << 40), Fsync: fsync}, sink)
 				ev := testEvent(1) // ~400 bytes in the log
-				b.SetParallelism(max(senders/2, 1)) // GOMAXPROCS is 2 here
+				// RunParallel starts parallelism x GOMAXPROCS goroutines.
+				b.SetParallelism(max(senders/runtime.GOMAXPROCS(0), 1))
 				b.ReportAllocs()
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {

@@ -171,4 +171,4 @@ func (s *idSet) add(id string) {
 type countSink struct{ n *atomic.Int64 }
 
 func (c *countSink) Send(context.Context, *event.Event) error { c.n.Add(1); return nil }
-func (c *countSink) Close(context.Context) error             { return nil }
+func (c *countSink) Close(context.Context) error              { return nil }
