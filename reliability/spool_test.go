@@ -134,6 +134,10 @@ routes:
 		t.Errorf("the spool holds %.0f events after the outage, for %d published during it", waiting, len(rest))
 	}
 
+	// A SIGKILL leaves the log whole: nothing may have been cut off at the restarts.
+	if v := scrape(t, s.admin, "turnout_spool_discarded_bytes_total"); v != 0 {
+		t.Errorf("the spool discarded %v bytes as damaged after a SIGKILL", v)
+	}
 	node.StartApp()
 	back := time.Now()
 	rep := s.consumer.WaitFor(s.run, append(first, rest...), pl.settle)
