@@ -106,7 +106,7 @@ type Spool struct {
 	events   atomic.Int64  // records above acked
 	oldestAt atomic.Int64  // spool time of the oldest record being forwarded, 0 when none
 	failing  atomic.Bool   // the last forwarding attempt failed (logged once per episode)
-	refusing atomic.Bool   // the last event that came found the spool full, and none left since
+	refusing atomic.Bool   // the writer found the spool full and has not found room since
 
 	stopWriter chan struct{}
 	writerDone chan struct{}
