@@ -5,7 +5,7 @@ VERSION   := $(VERSION)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build release run test brokers vet fmt-check bench bench-e2e reliability fuzz clean rules
+.PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules
 
 all: build rules
 
@@ -64,6 +64,17 @@ bench:
 # http-nats,nats-kafka), TURNOUT_BENCH_VARIANTS, TURNOUT_BENCH_WINDOW, TURNOUT_BENCH_HTTP_WINDOW.
 bench-e2e:
 	TURNOUT_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 60m -run '^TestBenchE2E$$' ./reliability/
+
+# Footprint benchmark through the turnout binary (docs/benchmarks.md, "Footprint"): start-up time
+# to /readyz with an empty and a filled rule compilation cache, RSS idle and under load (peak and
+# steady), for 1, 5 and 20 routes each MQTT -> attrroute (a Go rule) -> MQTT on a private
+# mosquitto. Prints one table; asserts nothing. Knobs (environment): TURNOUT_FOOTPRINT_DURATION
+# (load, 10s; the recorded figures use 60s), TURNOUT_FOOTPRINT_RATE (events/s over all routes,
+# 2000), TURNOUT_FOOTPRINT_ROUTES (1,5,20), TURNOUT_FOOTPRINT_POOL_SIZES (default; e.g.
+# default,1), TURNOUT_FOOTPRINT_MEMORY_LIMITS (none; e.g. none,200MiB), TURNOUT_FOOTPRINT_IDLE
+# (5s), TURNOUT_FOOTPRINT_GOMAXPROCS (the machine's). It runs build/turnout, built as releases are.
+bench-footprint: build
+	TURNOUT_BENCH_FOOTPRINT=1 TURNOUT_FOOTPRINT_BINARY=$(abspath $(BIN)) $(GO) test -count=1 -v -timeout 60m -run '^TestBenchFootprint$$' ./reliability/
 
 # The reliability suite in full (docs/reliability.md): every input/output pair through the turnout
 # binary while turnout is killed with SIGKILL, the output refuses, and the output's broker

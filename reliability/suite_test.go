@@ -332,9 +332,15 @@ type flow struct {
 	err  error
 }
 
-// startFlow publishes events first..last-1 in chunks of a tenth of rate every 100 ms (rate 0:
-// as fast as the broker confirms), retrying unconfirmed ones until deadline.
+// startFlow publishes events first..last-1 of the setup's run through its producer (see
+// pacedFlow).
 func (s *setup) startFlow(first, last, size, rate int, deadline time.Time) *flow {
+	return pacedFlow(s.producer, s.run, first, last, size, rate, deadline)
+}
+
+// pacedFlow publishes events first..last-1 of run through p in chunks of a tenth of rate every
+// 100 ms (rate 0: as fast as the broker confirms), retrying unconfirmed ones until deadline.
+func pacedFlow(p Producer, run string, first, last, size, rate int, deadline time.Time) *flow {
 	f := &flow{done: make(chan struct{})}
 	chunk, tick := last-first, time.Duration(0)
 	if rate > 0 {
@@ -346,7 +352,7 @@ func (s *setup) startFlow(first, last, size, rate int, deadline time.Time) *flow
 		for lo := first; lo < last; lo += chunk {
 			time.Sleep(time.Until(next))
 			next = next.Add(tick)
-			seqs, err := s.producer.Publish(s.run, lo, min(lo+chunk, last), size, 20, deadline)
+			seqs, err := p.Publish(run, lo, min(lo+chunk, last), size, 20, deadline)
 			f.mu.Lock()
 			f.seqs = append(f.seqs, seqs...)
 			f.err = err
