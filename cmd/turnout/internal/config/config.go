@@ -61,6 +61,8 @@ type Config struct {
 	// broker's own configuration type.
 	Broker       *yaml.Node
 	DrainTimeout time.Duration
+	// MemoryLimit is memory_limit in bytes, the Go runtime's soft memory limit; 0 when absent.
+	MemoryLimit int64
 	// Inputs, Outputs and Routes are in file order.
 	Inputs  []*Module
 	Outputs []*Module
@@ -119,6 +121,9 @@ type file struct {
 	Inputs   yaml.Node      `yaml:"inputs"`
 	Outputs  yaml.Node      `yaml:"outputs"`
 	Routes   yaml.Node      `yaml:"routes"`
+
+	// MemoryLimit is decoded and checked by checkMemoryLimit (memory.go).
+	MemoryLimit yaml.Node `yaml:"memory_limit"`
 }
 
 // Module is one input or output block.
@@ -305,6 +310,7 @@ func Parse(path string, data []byte, opts Options) (*Config, error) {
 			c.add(valueLine(root, "shutdown", "drain_timeout"), "shutdown.drain_timeout", "must not be negative")
 		}
 	}
+	cfg.MemoryLimit = checkMemoryLimit(c, &f.MemoryLimit)
 
 	cfg.Inputs = cfg.modules(&f.Inputs, "inputs")
 	cfg.Outputs = cfg.modules(&f.Outputs, "outputs")

@@ -204,7 +204,7 @@ inptus: {}
 inputs: { in: { type: test-in } }
 outputs: { out: { type: test-out } }
 routes: { r: { inputs: [in], outputs: [out] } }
-`, nil, []string{"1: inptus: unknown key (known keys: admin, broker, data_dir, inputs, log, outputs, routes, shutdown)"}},
+`, nil, []string{"1: inptus: unknown key (known keys: admin, broker, data_dir, inputs, log, memory_limit, outputs, routes, shutdown)"}},
 		{"unknown route and retry keys", `
 inputs: { in: { type: test-in } }
 outputs: { out: { type: test-out } }
@@ -516,6 +516,8 @@ routes: { r: { inputs: [in, in2], outputs: [out], retry: { timeout: 0 }, rule: {
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("${X:-routes}: ${Y}\n---\nx: 1\n"))
 	f.Add([]byte("routes: { r: { rule: { config: { ? [1]: 2, .inf: .nan } } } }"))
+	f.Add([]byte("memory_limit: 1.5GiB\n" + strings.TrimPrefix(validDoc, "\n")))
+	f.Add([]byte("memory_limit: { a: 200 }\nmemory_limit: -0x10\n"))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(filepath.Join(dir, "f.yaml"), data, Options{LookupEnv: func(k string) (string, bool) { return "v", k == "X" }})

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/turnout-router/turnout/internal/bytesize"
 )
 
 // Strict decoding. yaml.v3 can only reject unknown keys when it decodes bytes, and its errors
@@ -29,6 +31,7 @@ var (
 	durationType        = reflect.TypeOf(time.Duration(0))
 	unmarshalerType     = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 	textUnmarshalerType = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+	sizeType            = reflect.TypeOf(bytesize.Size(0))
 )
 
 // decodeStrict decodes n into v (a pointer), reporting every problem to c under path. It reports
@@ -241,6 +244,9 @@ func (w *walker) leaf(n *yaml.Node, t reflect.Type, path string) {
 }
 
 func wantName(t reflect.Type) string {
+	if t == sizeType {
+		return "a size such as 256MiB"
+	}
 	switch t.Kind() {
 	case reflect.Bool:
 		return "true or false"
