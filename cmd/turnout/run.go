@@ -48,6 +48,7 @@ func cmdRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	logger := newLogger(stderr, cfg.Log)
+	applyMemoryLimit(cfg.MemoryLimit, os.Getenv, logger)
 	if err := serve(ctx, cfg, logger); err != nil {
 		if ctx.Err() != nil {
 			// A signal while starting cancels what was being built (a rule's init, a
@@ -216,6 +217,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		adm.SetRules(newRuleService(store, host, validator, cfg, built.Switches, logger.With("component", "rules")))
 	}
 	logger.Info("turnout running", "version", version, "inputs", len(built.Inputs), "outputs", len(built.Outputs), "routes", len(built.Routes))
+	releaseStartupMemory()
 
 	<-ctx.Done()
 	if adm != nil {
