@@ -64,6 +64,7 @@ type Rule struct {
 	abiVersion    int32
 	idle          chan *instance
 	slots         chan struct{} // one token per live instance
+	growAfter     time.Duration // how long a call waits for a busy instance before making one (minGrowAfter)
 	logLimit      tokenBucket
 
 	calls     prometheus.Counter
@@ -220,10 +221,12 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	r.idle = make(chan *instance, pool)
 	r.slots = make(chan struct{}, pool)
 	r.slots <- struct{}{}
+	made := time.Now()
 	inst, err := r.newInstance(ctx)
 	if err != nil {
 		return nil, r.loadError(err)
 	}
+	r.growAfter = max(minGrowAfter, time.Since(made))
 	// Metric series exist only for rules that loaded.
 	labels := prometheus.Labels{"rule": r.name, "version": r.version}
 	r.calls = h.m.calls.With(labels)
@@ -237,7 +240,7 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	r.instances.Inc()
 	r.idle <- inst
 	ok = true
-	r.logger.Debug("rule loaded", "pool", pool, "memory_limit_pages", r.limit, "timeout", r.timeout)
+	r.logger.Debug("rule loaded", "pool", pool, "memory_limit_pages", r.limit, "timeout", r.timeout, "grow_after", r.growAfter)
 	return r, nil
 }
 
@@ -471,12 +474,33 @@ func (c *capture) suffix() string {
 	return " (module output: " + s + ")"
 }
 
-// acquire takes an idle instance, or makes one while fewer than PoolSize are live, or waits.
+// minGrowAfter is the shortest time a call waits for a busy instance before it makes another
+// one. The wait is as long as making the rule's first instance took (Rule.growAfter), and at least
+// this: a call of a typical rule takes microseconds, while a Go guest's instance takes 7-40 ms to
+// make and keeps >= 3.4 MiB for good. So the pool grows when calls really queue, not whenever two
+// events happen to overlap (which at 100 events/s made every route keep PoolSize instances), and
+// a call never waits longer for a busy instance than it would for a new one.
+const minGrowAfter = time.Millisecond
+
+// acquire takes an idle instance, or waits up to r.growAfter for one to be released, then makes
+// one while fewer than PoolSize are live, or waits on.
 func (r *Rule) acquire(ctx context.Context) (*instance, error) {
 	select {
 	case inst := <-r.idle:
 		return inst, nil
 	default:
+	}
+	if len(r.slots) > 0 { // some instance is live and busy: it is likely back soon
+		t := time.NewTimer(r.growAfter)
+		select {
+		case inst := <-r.idle:
+			t.Stop()
+			return inst, nil
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("rule %s: waiting for an instance: %w", r.name, ctx.Err())
+		}
 	}
 	select {
 	case inst := <-r.idle:

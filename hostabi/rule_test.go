@@ -276,3 +276,44 @@ func TestPoolBound(t *testing.T) {
 		t.Errorf("call after the loops ended: %+v %v", d, err)
 	}
 }
+
+// TestPoolGrowsWhenCallsWait checks that a call finding every instance busy waits for one to be
+// released rather than making another, and makes another (up to PoolSize) only when the busy one
+// is not back within growAfter, which Load sets to how long making the first instance took.
+func TestPoolGrowsWhenCallsWait(t *testing.T) {
+	tests := []struct {
+		name      string
+		growAfter time.Duration
+		hold      time.Duration // how long the only instance stays busy
+		instances float64       // live instances after the call
+	}{
+		{"instance back before growAfter: reused", 2 * time.Second, 50 * time.Millisecond, 1},
+		{"instance busy past growAfter: another made", 10 * time.Millisecond, 500 * time.Millisecond, 2},
+	}
+	h := newTestHost(t)
+	wasm := buildRule(t, "filters/rules/attrroute")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := h.load(t, wasm, RuleOptions{Name: "grow", PoolSize: 4,
+				Config: []byte(`{"filters":[{"attribute":"type","prefix":"care.","outputs":["out"]}]}`)})
+			if r.growAfter < minGrowAfter || r.growAfter > 10*time.Second {
+				t.Errorf("growAfter %v after Load, want the time the first instance took, at least %v", r.growAfter, minGrowAfter)
+			}
+			r.growAfter = tt.growAfter
+			busy, err := r.acquire(context.Background()) // the instance Load made, now busy
+			if err != nil {
+				t.Fatal(err)
+			}
+			released := make(chan struct{})
+			time.AfterFunc(tt.hold, func() { r.release(busy); close(released) })
+			d, err := r.Decide(context.Background(), newEvent("care.alarm.fall"))
+			if err != nil || d.Action != engine.ActionRoute {
+				t.Fatalf("Decide: %+v %v", d, err)
+			}
+			<-released
+			if g := r.gauge(); g != tt.instances || float64(len(r.slots)) != tt.instances {
+				t.Errorf("%v live instances (gauge %v), want %v", len(r.slots), g, tt.instances)
+			}
+		})
+	}
+}
