@@ -5,7 +5,8 @@
 // trapped, timed out, hit its memory cap or returned an undecodable decision is discarded, never
 // reused, and a fresh one is made on demand. A rule never has more than RuleOptions.PoolSize live
 // instances. A module is compiled once per version (in memory, and on disk when a cache directory
-// is set); instances are initialised once, with the rule's configuration, before their first call.
+// is set) and shared by the rules loaded from it with the same runtime settings; instances are
+// initialised once, with their rule's configuration, before their first call.
 package hostabi
 
 import (
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tetratelabs/wazero"
@@ -33,6 +35,9 @@ type Host struct {
 	cache  wazero.CompilationCache
 	logger *slog.Logger
 	m      *metrics
+
+	mu      sync.Mutex
+	modules map[moduleKey]*module // shared by the Rules holding them (module.go)
 }
 
 type metrics struct {
@@ -45,7 +50,7 @@ type metrics struct {
 // NewHost makes a host. It fails when the compilation cache directory cannot be used or the
 // metrics cannot be registered. Called once at start-up; ctx is not retained.
 func NewHost(_ context.Context, o Options) (*Host, error) {
-	h := &Host{logger: o.Logger}
+	h := &Host{logger: o.Logger, modules: map[moduleKey]*module{}}
 	if h.logger == nil {
 		h.logger = slog.New(slog.DiscardHandler)
 	}
@@ -105,8 +110,16 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error)
 	return c, nil
 }
 
-// Close releases the compilation cache (the on-disk cache stays for the next start).
+// Close closes the runtimes of rules still open and releases the compilation cache (the on-disk
+// cache stays for the next start).
 func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	open := h.modules
+	h.modules = map[moduleKey]*module{}
+	h.mu.Unlock()
+	for _, m := range open {
+		_ = m.rt.Close(ctx)
+	}
 	if err := h.cache.Close(ctx); err != nil {
 		return fmt.Errorf("hostabi close compilation cache: %w", err)
 	}

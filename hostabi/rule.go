@@ -56,8 +56,10 @@ type Rule struct {
 	config        []byte
 	limit         uint32
 	timeout       time.Duration
+	allowClock    bool
 	logger        *slog.Logger
-	rt            wazero.Runtime
+	host          *Host
+	mod           *module // shared with the Host's other rules of the same bytes and settings
 	compiled      wazero.CompiledModule
 	hasInit       bool
 	hasInitialize bool
@@ -72,7 +74,9 @@ type Rule struct {
 	duration  prometheus.Observer
 	instances prometheus.Gauge
 
-	closeOnce sync.Once
+	mu     sync.Mutex
+	live   map[*instance]struct{} // every live instance, idle or busy; mu
+	closed bool                   // mu
 }
 
 var _ engine.Rule = (*Rule)(nil)
@@ -155,11 +159,14 @@ var (
 func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, error) {
 	sum := sha256.Sum256(wasm)
 	r := &Rule{
-		name:    o.Name,
-		version: hex.EncodeToString(sum[:])[:12],
-		config:  bytes.Clone(o.Config),
-		limit:   o.MemoryLimitPages,
-		timeout: o.Timeout,
+		name:       o.Name,
+		version:    hex.EncodeToString(sum[:])[:12],
+		config:     bytes.Clone(o.Config),
+		limit:      o.MemoryLimitPages,
+		timeout:    o.Timeout,
+		allowClock: o.AllowClock,
+		host:       h,
+		live:       map[*instance]struct{}{},
 	}
 	if r.name == "" {
 		r.name = "rule"
@@ -183,39 +190,33 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	r.logger = h.logger.With("rule", r.name, "version", r.version)
 	r.logLimit = tokenBucket{rate: 10, burst: 20, tokens: 20, now: time.Now}
 
-	cfg := wazero.NewRuntimeConfigCompiler().
-		WithCompilationCache(h.cache).
-		WithMemoryLimitPages(r.limit).
-		WithCloseOnContextDone(r.timeout > 0)
-	r.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
-	ok := false
-	defer func() {
-		if !ok {
-			_ = r.rt.Close(context.Background())
-		}
-	}()
-	compiled, err := r.rt.CompileModule(ctx, wasm)
+	m, err := h.module(ctx, moduleKey{sum: sum, limit: r.limit, guard: r.timeout > 0}, wasm)
 	if err != nil {
-		if strings.Contains(err.Error(), "over limit of") {
+		var le *LoadError
+		switch {
+		case errors.As(err, &le):
+			return nil, r.loadError(le)
+		case strings.Contains(err.Error(), "over limit of"):
 			return nil, fail(CodeMemoryMinAboveCap, "memory minimum above the cap of %d pages: %v", r.limit, err)
 		}
 		return nil, fail(CodeCompile, "compile: %v", err)
 	}
-	r.compiled = compiled
-	if err := checkImports(compiled, o.AllowClock); err != nil {
+	r.mod, r.compiled = m, m.compiled
+	ok := false
+	defer func() {
+		if !ok {
+			r.closeInstances()
+			_ = h.releaseModule(context.Background(), m)
+		}
+	}()
+	if err := checkImports(r.compiled, o.AllowClock); err != nil {
 		return nil, fail(CodeImportNotAllowed, "%v", err)
 	}
-	if err := r.checkExports(compiled); err != nil {
+	if err := r.checkExports(r.compiled); err != nil {
 		return nil, fail(CodeExportMissing, "%v", err)
 	}
 	if !r.hasInit && len(bytes.TrimSpace(o.Config)) > 0 {
 		return nil, fail(CodeInitFailed, "a configuration was given but the module exports no turnout_init")
-	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r.rt); err != nil {
-		return nil, fail(CodeInitFailed, "instantiate WASI: %v", err)
-	}
-	if err := r.instantiateHostModule(ctx, o.AllowClock); err != nil {
-		return nil, fail(CodeInitFailed, "instantiate host module: %v", err)
 	}
 
 	r.idle = make(chan *instance, pool)
@@ -310,24 +311,6 @@ func (r *Rule) checkExports(c wazero.CompiledModule) error {
 	return nil
 }
 
-// instantiateHostModule provides the "turnout" import module (ABI.md, "Host functions").
-func (r *Rule) instantiateHostModule(ctx context.Context, allowClock bool) error {
-	b := r.rt.NewHostModuleBuilder("turnout")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(r.hostLog), []api.ValueType{i32, i32, i32}, nil).
-		WithParameterNames("level", "ptr", "len").Export("log")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) {
-			var now int64
-			if allowClock {
-				now = time.Now().UnixNano()
-			}
-			stack[0] = uint64(now)
-		}), nil, []api.ValueType{i64}).Export("now_unix_nano")
-	_, err := b.Instantiate(ctx)
-	return err
-}
-
 // maxLogLine bounds one rule log line; longer lines are truncated.
 const maxLogLine = 4096
 
@@ -393,10 +376,17 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 	out := &capture{}
 	mc := wazero.NewModuleConfig().WithName("").WithStartFunctions().
 		WithStdout(out).WithStderr(out).WithRandSource(rand.Reader)
-	mod, err := r.rt.InstantiateModule(ctx, r.compiled, mc)
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, &LoadError{Code: CodeInitFailed, Detail: "the rule is closed"}
+	}
+	mod, err := r.mod.rt.InstantiateModule(ctx, r.compiled, mc)
 	if err != nil {
 		return nil, &LoadError{Code: CodeInitFailed, Detail: fmt.Sprintf("instantiate: %v%s", err, out.suffix())}
 	}
+	r.mod.rules.Store(mod, r) // before _initialize and init, which may log
 	inst := &instance{
 		mod:      mod,
 		mem:      mod.ExportedMemory("memory"),
@@ -406,6 +396,7 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 		outputs:  map[string][]string{},
 	}
 	fail := func(code, format string, args ...any) (*instance, error) {
+		r.mod.rules.Delete(mod)
 		_ = mod.Close(context.Background())
 		return nil, &LoadError{Code: code, Detail: fmt.Sprintf(format+"%s", append(args, out.suffix())...)}
 	}
@@ -442,6 +433,14 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 			return fail(CodeInitFailed, "init refused the configuration: %s", msg)
 		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed { // closed while this instance was being made
+		r.mod.rules.Delete(mod)
+		_ = mod.Close(context.Background())
+		return nil, &LoadError{Code: CodeInitFailed, Detail: "the rule is closed"}
+	}
+	r.live[inst] = struct{}{}
 	return inst, nil
 }
 
@@ -524,6 +523,10 @@ func (r *Rule) release(inst *instance) { r.idle <- inst }
 
 // discard closes a failed instance and frees its slot.
 func (r *Rule) discard(inst *instance) {
+	r.mu.Lock()
+	delete(r.live, inst)
+	r.mu.Unlock()
+	r.mod.rules.Delete(inst.mod)
 	_ = inst.mod.Close(context.Background())
 	<-r.slots
 	r.instances.Dec()
@@ -585,16 +588,33 @@ func (r *Rule) classify(ctx context.Context, inst *instance, err error) *engine.
 	return &engine.RuleError{Kind: "trap", Err: fmt.Errorf("rule %s: %w%s", r.name, err, inst.out.suffix())}
 }
 
-// Close closes every instance and the rule's runtime. Call it once the engine stopped calling
-// Decide; a call still running fails.
+// Close closes every instance of the rule, and the runtime when no other rule shares its module.
+// Call it once the engine stopped calling Decide; a call still running fails, and a later one
+// fails with an init error. Closing again does nothing.
 func (r *Rule) Close(ctx context.Context) error {
-	var err error
-	r.closeOnce.Do(func() {
-		err = r.rt.Close(ctx)
-		r.instances.Set(0)
-	})
-	if err != nil {
+	if !r.closeInstances() {
+		return nil
+	}
+	r.instances.Set(0)
+	if err := r.host.releaseModule(ctx, r.mod); err != nil {
 		return fmt.Errorf("hostabi close rule %s: %w", r.name, err)
 	}
 	return nil
+}
+
+// closeInstances marks the rule closed and closes its live instances. It reports whether the rule
+// was open.
+func (r *Rule) closeInstances() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.closed = true
+	for inst := range r.live {
+		r.mod.rules.Delete(inst.mod)
+		_ = inst.mod.Close(context.Background())
+	}
+	clear(r.live)
+	return true
 }
