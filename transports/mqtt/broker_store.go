@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -51,6 +52,7 @@ var (
 	bucketInflight = []byte("inflight")
 	bucketRetained = []byte("retained")
 	bucketPending  = []byte("pending")
+	bucketMeta     = []byte("meta") // probe: written after a failed commit when nothing else waits
 )
 
 const (
@@ -212,6 +214,9 @@ type store struct {
 	pending  map[int64]bool  // pending records in the file, by sequence
 	lostOnce bool            // a change after close was logged
 
+	// failWrites, set by tests, makes every commit fail as a full or broken disk would.
+	failWrites atomic.Bool
+
 	wake chan struct{} // cap 1: the queue is not empty, or closed is set
 	stop chan struct{} // closed by close: cut a retry pause short
 	done chan struct{} // the writer exited
@@ -234,7 +239,7 @@ func openStore(path string, log *slog.Logger, m *storeMetrics) (*store, error) {
 		return nil, fmt.Errorf("mqtt broker persistence open %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketClients, bucketSubs, bucketInflight, bucketRetained, bucketPending} {
+		for _, b := range [][]byte{bucketClients, bucketSubs, bucketInflight, bucketRetained, bucketPending, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -390,6 +395,11 @@ func (s *store) run() {
 			s.log.Error("mqtt broker persistence: changes not written at close", "path", s.path, "changes", len(backlog)+rest)
 			return
 		}
+		if len(backlog) == 0 {
+			// Nothing to retry, and pending records are refused while failed: write a probe
+			// so that the store is found working again.
+			backlog = []*op{{bucket: bucketMeta, key: []byte("probe"), val: []byte(time.Now().UTC().Format(time.RFC3339Nano))}}
+		}
 		select {
 		case <-time.After(pause):
 		case <-s.stop:
@@ -401,6 +411,9 @@ func (s *store) run() {
 func (s *store) commit(batch []*op) error {
 	start := time.Now()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
+		if s.failWrites.Load() {
+			return errors.New("simulated write failure")
+		}
 		for _, o := range batch {
 			if err := o.apply(tx); err != nil {
 				return fmt.Errorf("%s %q: %w", o.bucket, o.key, err)
@@ -415,9 +428,6 @@ func (s *store) commit(batch []*op) error {
 	s.m.commits.Inc()
 	return nil
 }
-
-// wait blocks until o's batch committed.
-func wait(o *op) error { return <-o.done }
 
 // fits reports whether key (and the nested bucket name) can be stored: bbolt keys are at most
 // bbolt.MaxKeySize bytes, MQTT topics and client ids up to 65535. A change that does not fit is
@@ -470,7 +480,8 @@ func (s *store) putPending(pk packets.Packet) error {
 	if err != nil {
 		return fmt.Errorf("mqtt broker persistence encode: %w", err)
 	}
-	o := &op{bucket: bucketPending, key: seqKey(pk.Created), val: val, done: make(chan error, 1), cancel: true}
+	done := make(chan error, 1) // kept here: the writer clears o.done once it told
+	o := &op{bucket: bucketPending, key: seqKey(pk.Created), val: val, done: done, cancel: true}
 	s.mu.Lock()
 	if s.failed {
 		s.mu.Unlock()
@@ -482,7 +493,7 @@ func (s *store) putPending(pk packets.Packet) error {
 	}
 	s.pending[pk.Created] = true
 	s.mu.Unlock()
-	if err := wait(o); err != nil {
+	if err := <-done; err != nil {
 		s.mu.Lock()
 		delete(s.pending, pk.Created)
 		s.mu.Unlock()
@@ -587,8 +598,8 @@ func (s *store) putSubscriptions(cl *mochi.Client, pk packets.Packet, codes []by
 	if len(ops) == 0 {
 		return nil
 	}
-	last := ops[len(ops)-1]
-	last.done = make(chan error, 1) // the commit of the last is the commit of all
+	done := make(chan error, 1)
+	ops[len(ops)-1].done = done // the commit of the last is the commit of all
 	s.mu.Lock()
 	for _, o := range ops {
 		if err := s.appendLocked(o); err != nil {
@@ -597,7 +608,7 @@ func (s *store) putSubscriptions(cl *mochi.Client, pk packets.Packet, codes []by
 		}
 	}
 	s.mu.Unlock()
-	return wait(last)
+	return <-done
 }
 
 // deleteSubscriptions deletes the subscriptions of pk.

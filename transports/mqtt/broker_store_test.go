@@ -291,3 +291,37 @@ func TestBrokerPersistenceRelativeToDataDir(t *testing.T) {
 		t.Fatalf("store at %s, want %s", b.dbPath, want)
 	}
 }
+
+// TestBrokerPersistenceWriteFailure: while the store cannot write, a publication that needs
+// it is refused (no PUBACK, the publisher is disconnected and publishes again later) rather than
+// acknowledged unstored; once writing works again, publications are accepted and delivered.
+func TestBrokerPersistenceWriteFailure(t *testing.T) {
+	b, reg := startBroker(t, BrokerConfig{Persistence: t.TempDir()})
+	url := "tcp://" + b.Addr()
+	sub, got := persistentSubscriber(t, url, uniq(t), "w/#")
+	b.store.failWrites.Store(true)
+	pub := userClient(t, url, "", "", nil) // no automatic reconnect: the refusal stays visible
+	tok := pub.Publish("w/x", 1, false, []byte("refused"))
+	if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+		t.Fatal("a publication the store could not write was acknowledged")
+	}
+	waitFor(t, "publisher disconnected", 5*time.Second, func() bool { return !pub.IsConnectionOpen() })
+	for _, m := range []string{"turnout_broker_publishes_refused_total", "turnout_broker_persistence_errors_total"} {
+		if v := testutil.Metric(t, reg, m, nil); v < 1 {
+			t.Errorf("%s = %v, want >= 1", m, v)
+		}
+	}
+	expectNothing(t, got, 200*time.Millisecond)
+
+	b.store.failWrites.Store(false)
+	pub = rawClient(t, url)
+	waitFor(t, "publications accepted again", 15*time.Second, func() bool {
+		tok := pub.Publish("w/x", 1, false, []byte("accepted"))
+		return tok.WaitTimeout(2*time.Second) && tok.Error() == nil
+	})
+	m := <-got
+	if string(m.Payload()) != "accepted" {
+		t.Fatalf("got %q", m.Payload())
+	}
+	sub.Disconnect(50)
+}
