@@ -97,6 +97,9 @@ func TestExamplesValidate(t *testing.T) {
 	for _, c := range configs {
 		name := filepath.Base(filepath.Dir(c))
 		t.Run(name, func(t *testing.T) {
+			for k, v := range exampleEnv(t, name) {
+				t.Setenv(k, v)
+			}
 			t.Setenv("TURNOUT_DATA_DIR", t.TempDir())
 			path := exampleTree(t, name)
 			if code, stdout, stderr := runCLI(context.Background(), "validate", "-c", path); code != 0 {
