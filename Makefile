@@ -52,9 +52,10 @@ brokers:
 test: brokers fmt-check vet
 	$(GO) test -race -timeout 20m ./...
 
-# Benchmarks: the rule call path and the engine; figures go to docs/benchmarks.md.
+# Benchmarks: the rule call path, the engine, the file output and the spool; figures go to
+# docs/benchmarks.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/ ./spool/
 
 # End-to-end benchmark through the local brokers (a private mosquitto, RabbitMQ on 127.0.0.1:5672
 # with AMQP 1.0, nats-server with JetStream on 127.0.0.1:4222; see scripts/brokers.sh; Kafka is
