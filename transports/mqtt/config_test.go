@@ -111,8 +111,15 @@ func TestDocumentedExamplesAreValid(t *testing.T) {
 	t.Run("broker", func(t *testing.T) {
 		var c BrokerConfig
 		strictDecode(t, ex["broker"], &c)
-		if !c.Enabled || c.Listen != "127.0.0.1:1883" {
+		if !c.Enabled || c.Listen != "127.0.0.1:1883" || c.Persistence != "broker" || c.TLS.ClientCAFile == "" ||
+			len(c.Users) != 2 || len(c.Users[1].Subscribe) != 1 {
 			t.Errorf("decoded %+v", c)
+		}
+		c.TLS = BrokerTLSConfig{} // the example's files do not exist here
+		deps, _ := testDeps(t)
+		deps.DataDir = t.TempDir()
+		if _, err := NewBroker(c, deps); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -35,13 +35,27 @@
 //
 // # Embedded broker
 //
-// Broker runs an MQTT 3.1.1/5 broker inside turnout (for the quickstart and small sites). It
-// keeps everything in memory: sessions, subscriptions and queued messages do not survive a
-// restart of turnout. Queued messages never expire. A session holds at most max_queued
-// (default 60000) unacknowledged QoS 1/2 messages; a publication that would go beyond that for
-// any subscriber is refused (no PUBACK, publisher disconnected, so it publishes again later)
-// rather than accepted and dropped. Queued messages are resent in publish order, except that
-// the order can break where the broker's 16-bit sequence wraps (every 65536 publications).
+// Broker runs an MQTT 3.1.1/5 broker inside turnout (for the quickstart and small sites).
+// Without broker.persistence it keeps everything in memory: sessions, subscriptions and queued
+// messages do not survive a restart of turnout. With broker.persistence: DIR it keeps the
+// sessions that outlive their connection (CleanSession=0, or an MQTT 5 Session Expiry
+// Interval), their subscriptions, their queued and unacknowledged QoS 1/2 messages and the
+// retained messages in DIR/broker.db (bbolt), and they survive a restart and a SIGKILL. A
+// QoS 1/2 publication that such a session subscribed to is written as a pending record before
+// its PUBACK goes out and published again at start if turnout stopped before the subscribers'
+// copies were written: duplicates are possible after a crash, losses are not. A publication
+// that cannot be written is refused like one for a full queue.
+//
+// Queued messages never expire. A session holds at most max_queued (default 60000)
+// unacknowledged QoS 1/2 messages; a publication that would go beyond that for any subscriber
+// is refused (no PUBACK, publisher disconnected, so it publishes again later) rather than
+// accepted and dropped. Queued messages are resent in publish order, except that the order can
+// break where the broker's 16-bit sequence wraps (every 65536 publications).
+//
+// It listens on plain TCP (broker.listen, "none" for no plain listener) and, with broker.tls,
+// on TLS (broker.tls.client_ca_file requires client certificates). Clients are anonymous
+// unless broker.username/password (one user, allowed everything) or broker.users (each user
+// with the topic filters it may publish to and subscribe to) is set.
 //
 // # Metrics
 //
@@ -49,7 +63,17 @@
 //     connected (and, for an input, subscribed).
 //   - turnout_mqtt_redelivered_total{name}: messages an input received with DUP=1.
 //   - turnout_broker_publishes_refused_total, turnout_broker_messages_dropped_total: the
-//     embedded broker's refusals (queue full) and drops (should stay 0).
+//     embedded broker's refusals (queue full, or the publication could not be stored) and drops
+//     (should stay 0).
+//   - turnout_broker_access_denied_total{action="connect|publish|subscribe"}: refused clients
+//     (bad username or password) and topics outside a user's filters.
+//   - turnout_broker_messages_requeued_total: messages published to a session while a new
+//     connection took it over, queued again on the new connection.
+//   - turnout_broker_persistence_commits_total, turnout_broker_persistence_commit_seconds,
+//     turnout_broker_persistence_errors_total, turnout_broker_persistence_inflight_messages,
+//     turnout_broker_persistence_queued_operations, turnout_broker_persistence_replayed_total:
+//     the broker's store (transactions and their time, failed writes, messages of persistent
+//     sessions it holds, changes waiting to be written, publications published again at start).
 //
 // # Configuration
 //
@@ -85,7 +109,21 @@
 //
 //	broker:
 //	  enabled: true
-//	  listen: 127.0.0.1:1883
+//	  listen: 127.0.0.1:1883           # "none": TLS only
+//	  persistence: broker              # under data_dir: data/broker/broker.db
+//	  tls:
+//	    listen: 0.0.0.0:8883
+//	    cert_file: /etc/turnout/broker.pem
+//	    key_file: /etc/turnout/broker.key
+//	    client_ca_file: /etc/turnout/devices-ca.pem   # optional: mutual TLS
+//	  users:
+//	    - username: pendant
+//	      password: ${PENDANT_PASSWORD}
+//	      publish: ["homes/+/alarms"]
+//	    - username: turnout
+//	      password: ${TURNOUT_BROKER_PASSWORD}
+//	      subscribe: ["homes/#"]
+//	      publish: ["alarms/#"]
 //
 // # Topic templates
 //
