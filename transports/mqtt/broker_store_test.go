@@ -325,3 +325,35 @@ func TestBrokerPersistenceWriteFailure(t *testing.T) {
 	}
 	sub.Disconnect(50)
 }
+
+// TestBrokerPendingPublicationKeepsMQTT5Properties: a publication published again from its
+// pending record keeps its MQTT 5 properties (binary-mode CloudEvents attributes).
+func TestBrokerPendingPublicationKeepsMQTT5Properties(t *testing.T) {
+	cfg := BrokerConfig{Listen: testutil.FreeAddr(t), Persistence: t.TempDir()}
+	b, _ := startBroker(t, cfg)
+	id := uniq(t)
+	sub, _ := dialV5(t, b.Addr(), id, 3600)
+	if code := sub.subscribe("ce/#"); code != 1 {
+		t.Fatalf("SUBACK reason 0x%x", code)
+	}
+	sub.disconnect()
+	crash := func() { b.store.crash() }
+	b.afterPending.Store(&crash)
+	pub, _ := dialV5(t, b.Addr(), uniq(t), 0)
+	user := []packets.UserProperty{{Key: "id", Val: "e-2"}, {Key: "type", Val: "alarm.fall"}}
+	if code := pub.publish("ce/alarms", []byte("{}"), packets.Properties{ContentType: "application/json", User: user}); code != 0 {
+		t.Fatalf("PUBACK reason 0x%x", code)
+	}
+	pub.disconnect()
+
+	b, reg := restartBroker(t, b, cfg)
+	if v := testutil.Metric(t, reg, "turnout_broker_persistence_replayed_total", nil); v != 1 {
+		t.Fatalf("turnout_broker_persistence_replayed_total = %v, want 1", v)
+	}
+	sub, _ = dialV5(t, b.Addr(), id, 3600)
+	got := sub.next(10 * time.Second)
+	if got.TopicName != "ce/alarms" || got.Properties.ContentType != "application/json" || fmt.Sprint(got.Properties.User) != fmt.Sprint(user) {
+		t.Fatalf("replayed %q content type %q user properties %v, want ce/alarms application/json %v",
+			got.TopicName, got.Properties.ContentType, got.Properties.User, user)
+	}
+}
