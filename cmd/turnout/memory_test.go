@@ -13,8 +13,8 @@ import (
 )
 
 // TestApplyMemoryLimit checks which soft memory limit applies: memory_limit when GOMEMLIMIT is
-// not set, GOMEMLIMIT (already applied by the runtime) when it is, and none without either; and
-// that the log says which.
+// not set, GOMEMLIMIT (already applied by the runtime) when it is, and none without either; that
+// the log says which; and that restoring puts back the limit in force before.
 func TestApplyMemoryLimit(t *testing.T) {
 	orig := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
@@ -44,9 +44,14 @@ func TestApplyMemoryLimit(t *testing.T) {
 				}
 				return ""
 			}
-			got := applyMemoryLimit(tt.config, getenv, slog.New(slog.NewTextHandler(logs, nil)))
+			before := debug.SetMemoryLimit(-1)
+			got, restore := applyMemoryLimit(tt.config, getenv, slog.New(slog.NewTextHandler(logs, nil)))
 			if now := debug.SetMemoryLimit(-1); got != tt.want || now != tt.want {
 				t.Errorf("limit returned %d, in force %d, want %d", got, now, tt.want)
+			}
+			restore()
+			if now := debug.SetMemoryLimit(-1); now != before {
+				t.Errorf("limit %d after restore, want the %d in force before", now, before)
 			}
 			for _, w := range tt.log {
 				if !strings.Contains(logs.String(), w) {
@@ -89,6 +94,9 @@ routes:
 	}
 	if code := r.stop(t); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
+	}
+	if now := debug.SetMemoryLimit(-1); now != orig {
+		t.Errorf("memory limit %d after the run ended, want the %d in force before it", now, orig)
 	}
 }
 

@@ -48,7 +48,8 @@ func cmdRun(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	logger := newLogger(stderr, cfg.Log)
-	applyMemoryLimit(cfg.MemoryLimit, os.Getenv, logger)
+	_, restoreMemoryLimit := applyMemoryLimit(cfg.MemoryLimit, os.Getenv, logger)
+	defer restoreMemoryLimit()
 	if err := serve(ctx, cfg, logger); err != nil {
 		if ctx.Err() != nil {
 			// A signal while starting cancels what was being built (a rule's init, a
