@@ -218,7 +218,7 @@ func TestGatewayUnit(t *testing.T) {
 	for k, v := range exampleEnv(t, "gateway") {
 		t.Setenv(k, v)
 	}
-	cfg, err := config.Load(filepath.Join(root, "examples", "gateway", "turnout.yaml"), config.Options{})
+	cfg, err := config.Load(exampleTree(t, "gateway"), config.Options{}) // with the rule it names built
 	if err != nil {
 		t.Fatal(err)
 	}
