@@ -536,7 +536,7 @@ func TestBenchE2E(t *testing.T) {
 	}
 	s := benchSettingsFromEnv(t)
 	rule := writeRule(t, t.TempDir(), "filters/rules/attrroute")
-	turnoutBinary(t) // build before the first measurement
+	TurnoutBinary(t) // build before the first measurement
 	t.Logf("settings: %d events of %d bytes per run (+%d warm-up), producer window %d (http %d), %d run(s) per variant (median); turnout: max_in_flight %d, amqp credit, nats max_ack_pending and kafka max_in_flight %d, mqtt receive_buffer %d, rule.timeout %s",
 		s.events, benchEventSize, s.warmup, s.window, s.httpWin, s.repeat, s.tuning.maxInFlight, s.tuning.credit, s.tuning.receiveBuffer, cmp.Or(s.tuning.ruleTimeout, "default"))
 
@@ -752,8 +752,8 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 	cfg := benchConfig(dir, admin, rule, mode, in.inputYAML(inDest, id, s.tuning), out.outputYAML(outDest), s.tuning)
 	path := filepath.Join(dir, "turnout.yaml")
 	writeFile(t, path, cfg)
-	tr := startTurnout(t, path, admin)
-	defer tr.kill()
+	tr := StartTurnout(t, path, admin)
+	defer tr.Kill()
 	p := in.producer(t, inDest, id)
 
 	if _, err := runFlow(p, c, id+"-w", s.warmup, s.windowFor(in.kind)); err != nil {
@@ -782,7 +782,7 @@ func benchTurnout(t *testing.T, s benchSettings, in, out *benchBroker, rule, mod
 		if len(b) > 4000 {
 			b = b[len(b)-4000:]
 		}
-		t.Logf("  turnout %s: %d of %d events missing; its log (tail):\n%s\n  its metrics:\n%s", mode, res.sent-res.received, res.sent, b, metricsDump(admin))
+		t.Logf("  turnout %s: %d of %d events missing; its log (tail):\n%s\n  its metrics:\n%s", mode, res.sent-res.received, res.sent, b, MetricsDump(admin))
 	}
 	// Little's law: the messages turnout held on average are its rate times how long it held
 	// each. Close to the configured bound, the bound limits the rate.

@@ -124,7 +124,7 @@ func TestBenchFootprint(t *testing.T) {
 	s := footprintSettingsFromEnv(t)
 	rule := writeRule(t, t.TempDir(), "filters/rules/attrroute")
 	if s.binary == "" {
-		s.binary = turnoutBinary(t) // built before the first start is timed
+		s.binary = TurnoutBinary(t) // built before the first start is timed
 	}
 	var rows []footprintRow
 	for _, n := range s.routes {
@@ -203,7 +203,7 @@ func footprintRun(t *testing.T, s footprintSettings, rule string, n, pool int, m
 	}
 
 	start := time.Now()
-	tr := startTurnoutBinary(t, s.binary, path, admin, env...)
+	tr := StartTurnoutBinary(t, s.binary, path, admin, env...)
 	r.cold = time.Since(start)
 	pid := tr.cmd.Process.Pid
 
@@ -278,14 +278,14 @@ func footprintRun(t *testing.T, s footprintSettings, rule string, n, pool int, m
 	}
 
 	// Warm start: killed, started again on the data directory with the compilation cache.
-	tr.kill()
+	tr.Kill()
 	if files, _ := filepath.Glob(filepath.Join(dir, "data", "cache", "wasm", "*", "*")); len(files) == 0 {
 		t.Logf("the compilation cache under %s/data/cache/wasm is empty: the warm start compiles again", dir)
 	}
 	start = time.Now()
-	tr.start("/readyz")
+	tr.Start("/readyz")
 	r.warm = time.Since(start)
-	tr.kill()
+	tr.Kill()
 	return r
 }
 

@@ -250,8 +250,8 @@ routes:
         filters: [{ attribute: type, prefix: "care.alarm.", outputs: [alarms] }]
 `, dir, input, w.broker.URL(), dir, rule))
 	adminA, adminB := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	a := startTurnout(t, config, adminA, "TURNOUT_INSTANCE=a", "TURNOUT_ADMIN="+adminA)
-	b := startTurnout(t, config, adminB, "TURNOUT_INSTANCE=b", "TURNOUT_ADMIN="+adminB)
+	a := StartTurnout(t, config, adminA, "TURNOUT_INSTANCE=a", "TURNOUT_ADMIN="+adminA)
+	b := StartTurnout(t, config, adminB, "TURNOUT_INSTANCE=b", "TURNOUT_ADMIN="+adminB)
 
 	if w.ready != nil {
 		w.ready()
@@ -276,7 +276,7 @@ routes:
 	})
 	ackedB := scrape(t, adminB, "turnout_events_acked_total")
 	(&setup{t: t, admin: adminB}).waitBusy(time.Second)
-	b.kill()
+	b.Kill()
 	killed := time.Now()
 	r.killedAfter = arrived()
 	if c.restart {
@@ -285,7 +285,7 @@ routes:
 		time.Sleep(pl.down)
 		r.whileDown = len(flowSeqs(f)) - sentBefore
 		r.arrivedDown = arrived() - r.killedAfter
-		b.start("/healthz")
+		b.Start("/healthz")
 		r.restarted = true
 	}
 	seqs := f.wait(t, pl.events)
@@ -313,7 +313,7 @@ routes:
 	if c.redelivered != "" {
 		r.redelivered = scrape(t, adminA, c.redelivered)
 	}
-	if b.alive() {
+	if b.Alive() {
 		r.ackB += scrape(t, adminB, "turnout_events_acked_total")
 		if c.redelivered != "" {
 			r.redelivered += scrape(t, adminB, c.redelivered)
@@ -331,7 +331,7 @@ routes:
 			t.Errorf("instance %s dead-lettered %d events", inst, len(dl))
 		}
 	}
-	if !a.alive() {
+	if !a.Alive() {
 		t.Errorf("instance a exited")
 	}
 	return r

@@ -92,7 +92,7 @@ routes:
       config:
         filters: [{ attribute: type, prefix: "care.alarm.", outputs: [uplink] }]
 `, dir, s.admin, in.URL(), node.URL(), queue, s.dlq, writeRule(t, dir, "filters/rules/attrroute")))
-	s.turnout = startTurnout(t, config, s.admin)
+	s.turnout = StartTurnout(t, config, s.admin)
 	start := time.Now()
 
 	// A first stretch with the uplink up.
@@ -112,9 +112,9 @@ routes:
 	for k := 1; k <= pl.kills; k++ {
 		time.Sleep(time.Until(down.Add(pl.outage * time.Duration(k) / time.Duration(pl.kills+1))))
 		acked += scrape(t, s.admin, "turnout_events_acked_total")
-		s.turnout.kill()
+		s.turnout.Kill()
 		// Ready although the uplink is down: the spool takes the events.
-		s.turnout.start("/readyz")
+		s.turnout.Start("/readyz")
 	}
 	rest := f.wait(t, total-warm)
 	time.Sleep(time.Until(down.Add(pl.outage)))
@@ -143,7 +143,7 @@ routes:
 	rep := s.consumer.WaitFor(s.run, append(first, rest...), pl.settle)
 	rep.Elapsed = time.Since(start)
 	drain := time.Since(back)
-	rep.PeakRSS = s.turnout.peakRSS()
+	rep.PeakRSS = s.turnout.PeakRSS()
 	t.Logf("spool outage, %s plan: uplink down %v at %d events/s, turnout killed %d times during it; "+
 		"%.0f events acknowledged to the input and %.0f waiting in the spool (%.1f MiB) when the uplink came back; "+
 		"all delivered %v later; %s",

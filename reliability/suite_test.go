@@ -133,7 +133,7 @@ func TestReliability(t *testing.T) {
 					r := sc.run(s, pl)
 					r.pair, r.mode = p.String(), sc.mode
 					if r.rep.PeakRSS == 0 {
-						r.rep.PeakRSS = s.turnout.peakRSS()
+						r.rep.PeakRSS = s.turnout.PeakRSS()
 					}
 					m.add(r)
 					t.Logf("%s %s %s: %s", r.pair, r.scenario, r.mode, r.rep)
@@ -187,7 +187,7 @@ type setup struct {
 	dir      string
 	admin    string
 	dlq      string
-	turnout  *process
+	turnout  *Process
 	producer Producer
 	consumer Consumer
 
@@ -296,7 +296,7 @@ routes:
       config:
         filters: [{ attribute: type, prefix: "care.alarm.", outputs: [alarms] }]
 `, m.cache, s.admin, input, output, s.dlq, mode, rule))
-	s.turnout = startTurnout(t, config, s.admin)
+	s.turnout = StartTurnout(t, config, s.admin)
 	return s
 }
 
@@ -440,8 +440,8 @@ func killScenario(s *setup, pl plan) row {
 			time.Sleep(pl.killOutage)
 		}
 		s.waitBusy(time.Second)
-		s.turnout.kill()
-		s.turnout.start("/healthz")
+		s.turnout.Kill()
+		s.turnout.Start("/healthz")
 		if restore != nil {
 			restore()
 		}
@@ -511,7 +511,7 @@ func refuseScenario(s *setup, pl plan) row {
 	outage := time.Since(refused)
 	restore()
 	rep := s.settle(start, append(first, rest...), pl)
-	rep.PeakRSS = s.turnout.peakRSS()
+	rep.PeakRSS = s.turnout.PeakRSS()
 	if rep.PeakRSS > pl.rssBound {
 		t.Errorf("turnout's peak RSS %s above %s while %d events of %d bytes waited",
 			mib(rep.PeakRSS), mib(pl.rssBound), pl.refuseEvents-warm, pl.refuseSize)
@@ -552,8 +552,8 @@ func restartScenario(s *setup, pl plan) row {
 		}
 		stop()
 		time.Sleep(pl.down / 2)
-		s.turnout.kill()
-		s.turnout.start("/healthz")
+		s.turnout.Kill()
+		s.turnout.Start("/healthz")
 		time.Sleep(pl.down / 2)
 		start()
 	}

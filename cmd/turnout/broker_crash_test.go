@@ -2,100 +2,18 @@ package main
 
 import (
 	"fmt"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/turnout-router/turnout/internal/rulebuild"
 	"github.com/turnout-router/turnout/internal/testutil"
+	"github.com/turnout-router/turnout/reliability"
 )
-
-// turnoutProcess is the turnout binary run as a process of its own, so that the test can kill
-// it with SIGKILL and start it again on the same configuration and data directory.
-type turnoutProcess struct {
-	t      *testing.T
-	bin    string
-	config string
-	admin  string
-	log    *os.File
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-func startTurnoutProcess(t *testing.T, config, admin string) *turnoutProcess {
-	t.Helper()
-	bin, err := rulebuild.Command("cmd/turnout")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(t.TempDir(), "turnout.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &turnoutProcess{t: t, bin: bin, config: config, admin: admin, log: logf}
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("turnout log (tail):\n%s", b)
-		}
-	})
-	p.start()
-	return p
-}
-
-// start runs turnout and waits until /readyz answers 200.
-func (p *turnoutProcess) start() {
-	p.t.Helper()
-	p.cmd = exec.Command(p.bin, "run", "-c", p.config)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatalf("start turnout: %v", err)
-	}
-	p.exited = make(chan struct{})
-	go func(c *exec.Cmd, done chan struct{}) { _ = c.Wait(); close(done) }(p.cmd, p.exited)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.exited:
-			p.t.Fatalf("turnout exited during start: %v", p.cmd.ProcessState)
-		default:
-		}
-		if code, _, err := httpGet("http://" + p.admin + "/readyz"); err == nil && code == http.StatusOK {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	p.t.Fatal("turnout: /readyz not 200 after 30s")
-}
-
-// kill ends turnout with SIGKILL, as a crash or the out-of-memory killer would.
-func (p *turnoutProcess) kill() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
-	p.cmd = nil
-}
-
-func (p *turnoutProcess) restart() {
-	p.t.Helper()
-	p.kill()
-	p.start()
-}
 
 // brokerClient connects a paho client (MQTT 3.1.1) to the embedded broker: a persistent
 // session with the messages it receives sent to got when got is set, a clean one otherwise.
@@ -227,7 +145,7 @@ outputs:
 routes:
   r: { inputs: [webhook], outputs: [log] }
 `, filepath.Join(dir, "data"), adminAddr, brokerAddr, httpAddr, filepath.Join(dir, "events.jsonl")))
-	p := startTurnoutProcess(t, path, adminAddr)
+	p := reliability.StartTurnout(t, path, adminAddr)
 	url := "tcp://" + brokerAddr
 
 	t.Run("queued", func(t *testing.T) {
@@ -243,7 +161,8 @@ routes:
 		if len(failed) > 0 {
 			t.Fatalf("%d publications not acknowledged before the kill", len(failed))
 		}
-		p.restart()
+		p.Kill()
+		p.Start("/readyz")
 		brokerClient(t, url, "crash-queued", got)
 		dups := receiveAll(t, got, ok, 30*time.Second)
 		t.Logf("%d messages queued, turnout killed and restarted: all %d delivered, %d duplicates", n, len(ok), dups)
@@ -268,12 +187,12 @@ routes:
 		for acked.Load() < n/3 {
 			time.Sleep(time.Millisecond)
 		}
-		p.kill()
+		p.Kill()
 		r := <-res
 		if len(r.failed) == 0 {
 			t.Fatal("every publication was acknowledged before the kill: nothing was in flight")
 		}
-		p.start()
+		p.Start("/readyz")
 		// The publisher publishes again what was not acknowledged.
 		again, failed := publishWindow(brokerClient(t, url, "crash-stream-pub", nil), "crash/stream", r.failed, 100, &acked)
 		if len(failed) > 0 {

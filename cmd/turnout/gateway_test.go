@@ -83,7 +83,7 @@ func TestGateway(t *testing.T) {
 	defer centre.Close()
 	run := fmt.Sprintf("gw%d", time.Now().UnixNano()%1e9)
 	pendant := func() paho.Client {
-		o := paho.NewClientOptions().AddBroker("tcp://"+pendants).SetClientID("pendant-17-"+run).
+		o := paho.NewClientOptions().AddBroker("tcp://" + pendants).SetClientID("pendant-17-" + run).
 			SetUsername("pendant").SetPassword(env["PENDANT_PASSWORD"]).SetCleanSession(true).
 			SetProtocolVersion(4).SetConnectTimeout(5 * time.Second)
 		c := paho.NewClient(o)
