@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // TestCrash kills a process that spools events (its output down) with SIGKILL at random
@@ -210,7 +212,7 @@ func TestHammer(t *testing.T) {
 	flaky.Store(false)
 	<-restarter
 	last := cur.Load()
-	waitFor(t, "the spool emptied", 60*time.Second, func() bool { return last.events.Load() == 0 })
+	testutil.WaitFor(t, "the spool emptied", 60*time.Second, func() bool { return last.events.Load() == 0 })
 	noDamage(t, last)
 	forwarded := map[string]bool{}
 	for _, sk := range sinks {

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,18 +126,6 @@ func sendAll(t testing.TB, s *testSpool, from, to int) {
 		if err := s.Send(context.Background(), testEvent(i)); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
-	}
-}
-
-// waitFor polls cond until it holds or within passes.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/turnout-router/turnout/internal/ce"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -90,7 +91,7 @@ func delivered(t *testing.T, dir string, cfg Config) ([]*event.Event, *testSpool
 	t.Helper()
 	sink := newSwitchSink()
 	s := open(t, dir, cfg, sink)
-	waitFor(t, "the spool emptied", 20*time.Second, func() bool { return s.events.Load() == 0 })
+	testutil.WaitFor(t, "the spool emptied", 20*time.Second, func() bool { return s.events.Load() == 0 })
 	return sink.Confirmed(), s
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/engine/enginetest"
 	"github.com/turnout-router/turnout/internal/ce"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 func TestForwardsInOrderUnchanged(t *testing.T) {
@@ -23,7 +24,7 @@ func TestForwardsInOrderUnchanged(t *testing.T) {
 	s := open(t, t.TempDir(), Config{InFlight: 1}, sink)
 	const n = 500
 	sendAll(t, s, 0, n)
-	waitFor(t, "every event forwarded", 10*time.Second, func() bool { return len(sink.Confirmed()) == n })
+	testutil.WaitFor(t, "every event forwarded", 10*time.Second, func() bool { return len(sink.Confirmed()) == n })
 	for i, got := range sink.Confirmed() {
 		if d := ce.Diff(testEvent(i), got); len(d) > 0 {
 			t.Fatalf("event %d changed on its way through the spool: %v", i, d)
@@ -35,7 +36,7 @@ func TestForwardsInOrderUnchanged(t *testing.T) {
 	if v := s.metric(t, "turnout_spool_written_total", nil); v != n {
 		t.Errorf("written_total = %v, want %d", v, n)
 	}
-	waitFor(t, "events gauge back to 0", time.Second, func() bool { return s.metric(t, "turnout_spool_events", nil) == 0 })
+	testutil.WaitFor(t, "events gauge back to 0", time.Second, func() bool { return s.metric(t, "turnout_spool_events", nil) == 0 })
 }
 
 // The output is down: Send still confirms, the events wait on disk, the gauges say so; once the
@@ -53,7 +54,7 @@ func TestOutageThenRecovery(t *testing.T) {
 	if full < n*100 {
 		t.Errorf("bytes gauge = %v for %d events", full, n)
 	}
-	waitFor(t, "a failed forwarding attempt", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "a failed forwarding attempt", 5*time.Second, func() bool {
 		return s.metric(t, "turnout_spool_forward_errors_total", nil) > 0
 	})
 	time.Sleep(20 * time.Millisecond)
@@ -64,9 +65,9 @@ func TestOutageThenRecovery(t *testing.T) {
 		t.Error("spool not ready during an outage of its output; it should keep taking events")
 	}
 	sink.down.Store(false)
-	waitFor(t, "every event forwarded", 30*time.Second, func() bool { return s.metric(t, "turnout_spool_forwarded_total", nil) == n })
+	testutil.WaitFor(t, "every event forwarded", 30*time.Second, func() bool { return s.metric(t, "turnout_spool_forwarded_total", nil) == n })
 	assertEach(t, sink.ids(), 0, n)
-	waitFor(t, "the space given back", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the space given back", 5*time.Second, func() bool {
 		return s.metric(t, "turnout_spool_bytes", nil) <= float64(s.cfg.segmentBytes)+hdrSize+1024
 	})
 	if age := s.metric(t, "turnout_spool_oldest_event_age_seconds", nil); age != 0 {
@@ -116,7 +117,7 @@ func TestRestartResumes(t *testing.T) {
 		if v := s2.metric(t, "turnout_spool_events", nil); v > 2000 || v < 1 {
 			t.Errorf("events gauge after restart = %v", v)
 		}
-		waitFor(t, "the backlog forwarded after restart", 20*time.Second, func() bool { return len(up.Confirmed()) >= 2000 })
+		testutil.WaitFor(t, "the backlog forwarded after restart", 20*time.Second, func() bool { return len(up.Confirmed()) >= 2000 })
 		assertEach(t, up.ids(), 0, 2000)
 		if len(up.Confirmed()) != 2000 {
 			t.Errorf("%d events forwarded for 2000 spooled: nothing had been confirmed before, so no duplicates expected", len(up.Confirmed()))
@@ -134,7 +135,7 @@ func TestRestartResumes(t *testing.T) {
 			t.Errorf("%d events forwarded again after a clean stop; the cursor should have held them back", n)
 		}
 		sendAll(t, s, 2000, 2100)
-		waitFor(t, "new events forwarded", 5*time.Second, func() bool { return len(up.Confirmed()) == 100 })
+		testutil.WaitFor(t, "new events forwarded", 5*time.Second, func() bool { return len(up.Confirmed()) == 100 })
 		assertEach(t, up.ids(), 2000, 2100)
 		noDamage(t, s)
 	})
@@ -151,7 +152,7 @@ func TestRestartInsideASegment(t *testing.T) {
 	}}
 	s := open(t, dir, Config{InFlight: 1}, half)
 	sendAll(t, s, 0, 100)
-	waitFor(t, "the first 50 forwarded", 5*time.Second, func() bool { return len(half.Confirmed()) == 50 })
+	testutil.WaitFor(t, "the first 50 forwarded", 5*time.Second, func() bool { return len(half.Confirmed()) == 50 })
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestRestartInsideASegment(t *testing.T) {
 	}
 	up := newSwitchSink()
 	s2 := open(t, dir, Config{InFlight: 1}, up)
-	waitFor(t, "the other 50 forwarded", 5*time.Second, func() bool { return len(up.Confirmed()) >= 50 })
+	testutil.WaitFor(t, "the other 50 forwarded", 5*time.Second, func() bool { return len(up.Confirmed()) >= 50 })
 	time.Sleep(50 * time.Millisecond)
 	assertEach(t, up.ids(), 50, 100)
 	if n := len(up.Confirmed()); n != 50 {
@@ -248,7 +249,7 @@ func TestFull(t *testing.T) {
 				}
 				sink.down.Store(false)
 			}
-			waitFor(t, "the spooled events forwarded", 20*time.Second, func() bool {
+			testutil.WaitFor(t, "the spooled events forwarded", 20*time.Second, func() bool {
 				return s.metric(t, "turnout_spool_events", nil) == 0
 			})
 			if !s.Ready() {
@@ -266,7 +267,7 @@ func TestMaxAge(t *testing.T) {
 	now := time.Now()
 	s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	sendAll(t, s, 0, 10)
-	waitFor(t, "the oldest event in flight", 5*time.Second, func() bool { return s.oldestAt.Load() != 0 })
+	testutil.WaitFor(t, "the oldest event in flight", 5*time.Second, func() bool { return s.oldestAt.Load() != 0 })
 	mu.Lock()
 	now = now.Add(2 * time.Hour)
 	mu.Unlock()
@@ -278,7 +279,7 @@ func TestMaxAge(t *testing.T) {
 		t.Errorf("error %q does not say how old the oldest event is", err)
 	}
 	sink.down.Store(false)
-	waitFor(t, "the backlog forwarded", 10*time.Second, func() bool { return s.metric(t, "turnout_spool_events", nil) == 0 })
+	testutil.WaitFor(t, "the backlog forwarded", 10*time.Second, func() bool { return s.metric(t, "turnout_spool_events", nil) == 0 })
 	if err := s.Send(context.Background(), testEvent(11)); err != nil {
 		t.Errorf("Send once the old events left: %v", err)
 	}
@@ -295,7 +296,7 @@ func TestPermanentRefusalIsKept(t *testing.T) {
 	}}
 	s := open(t, t.TempDir(), Config{InFlight: 1}, sink)
 	sendAll(t, s, 0, 10)
-	waitFor(t, "the others forwarded", 5*time.Second, func() bool { return len(sink.Confirmed()) == 9 })
+	testutil.WaitFor(t, "the others forwarded", 5*time.Second, func() bool { return len(sink.Confirmed()) == 9 })
 	if v := s.metric(t, "turnout_spool_rejected_total", nil); v != 1 {
 		t.Errorf("rejected_total = %v, want 1", v)
 	}
@@ -338,8 +339,8 @@ func TestFsyncBatch(t *testing.T) {
 	sink := newSwitchSink()
 	s := open(t, t.TempDir(), Config{Fsync: FsyncBatch, FsyncInterval: 20 * time.Millisecond}, sink)
 	sendAll(t, s, 0, 50)
-	waitFor(t, "a periodic fsync", 5*time.Second, func() bool { return s.metric(t, "turnout_spool_fsync_seconds_count", nil) > 0 || fsyncCount(t, s) > 0 })
-	waitFor(t, "events forwarded", 5*time.Second, func() bool { return len(sink.Confirmed()) == 50 })
+	testutil.WaitFor(t, "a periodic fsync", 5*time.Second, func() bool { return s.metric(t, "turnout_spool_fsync_seconds_count", nil) > 0 || fsyncCount(t, s) > 0 })
+	testutil.WaitFor(t, "events forwarded", 5*time.Second, func() bool { return len(sink.Confirmed()) == 50 })
 }
 
 func fsyncCount(t testing.TB, s *testSpool) float64 {
@@ -419,5 +420,5 @@ func TestWaitsForAReadyOutput(t *testing.T) {
 		t.Errorf("%d sends to an output that is not ready", n)
 	}
 	sink.NotReady.Store(false)
-	waitFor(t, "the events forwarded once the output is ready", 2*time.Second, func() bool { return len(sink.Confirmed()) == 20 })
+	testutil.WaitFor(t, "the events forwarded once the output is ready", 2*time.Second, func() bool { return len(sink.Confirmed()) == 20 })
 }

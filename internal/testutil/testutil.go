@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -112,4 +113,17 @@ func Unavailable(t testing.TB, fix, format string, args ...any) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// WaitFor polls cond every 10 ms until it holds, and fails the test when within passes first,
+// naming what it waited for.
+func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -76,13 +76,7 @@ func startOutput(t testing.TB, cfg OutputConfig) (*Output, *prometheus.Registry)
 // waitFor polls cond until it holds, failing the test after 30s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, 30*time.Second, cond)
 }
 
 // rawSession opens a connection and session for a test's own sender or receiver; closed by the

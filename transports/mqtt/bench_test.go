@@ -9,6 +9,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 func BenchmarkDecode(b *testing.B) {
@@ -37,7 +39,7 @@ func BenchmarkEncode(b *testing.B) {
 func BenchmarkOutputSend(b *testing.B) {
 	br, _ := startBroker(b, BrokerConfig{})
 	out := startOutput(b, "tcp://"+br.Addr(), OutputConfig{TopicTemplate: "bench/{type}"})
-	waitFor(b, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(b, "output ready", 10*time.Second, out.Ready)
 	e := newEvent("bench", nil)
 	b.SetParallelism(16)
 	b.ResetTimer()
@@ -126,7 +128,7 @@ func BenchmarkBrokerPublish(b *testing.B) {
 					b.ReportMetric(commits/elapsed.Seconds(), "commits/s")
 					b.ReportMetric(1000*seconds/commits, "ms/commit")
 				}
-				waitFor(b, "every message delivered", 60*time.Second, func() bool { return received.Load() >= int64(b.N) })
+				testutil.WaitFor(b, "every message delivered", 60*time.Second, func() bool { return received.Load() >= int64(b.N) })
 			})
 		}
 	}

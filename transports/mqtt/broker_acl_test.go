@@ -129,7 +129,7 @@ func TestBrokerUsersACL(t *testing.T) {
 		if tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
 			t.Error("a publication outside the user's filters was acknowledged")
 		}
-		waitFor(t, "publisher disconnected", 5*time.Second, func() bool { return !device.IsConnectionOpen() })
+		testutil.WaitFor(t, "publisher disconnected", 5*time.Second, func() bool { return !device.IsConnectionOpen() })
 		select {
 		case m := <-got:
 			t.Fatalf("denied publication delivered: %q", m.Payload())

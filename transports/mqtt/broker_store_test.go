@@ -93,7 +93,7 @@ func TestBrokerPersistenceSurvivesRestart(t *testing.T) {
 	// An input (persistent session, manual acknowledgement) holds two messages unacknowledged.
 	in, d, _ := startInput(t, url, id, "q/#")
 	out := startOutput(t, url, OutputConfig{Topic: "q/x"})
-	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 	for _, e := range ids("held", 0, 2) {
 		if err := out.Send(t.Context(), newEvent(e, nil)); err != nil {
 			t.Fatal(err)
@@ -123,7 +123,7 @@ func TestBrokerPersistenceSurvivesRestart(t *testing.T) {
 		t.Errorf("turnout_broker_persistence_inflight_messages after restart = %v, want 22", v)
 	}
 	out = startOutput(t, url, OutputConfig{Topic: "q/x"})
-	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 	for _, e := range ids("new", 0, 3) { // published after the restart, before the session returns
 		if err := out.Send(t.Context(), newEvent(e, nil)); err != nil {
 			t.Fatal(err)
@@ -153,7 +153,7 @@ func TestBrokerPersistenceSurvivesRestart(t *testing.T) {
 // reach the broker after the client's callback).
 func waitStored(t *testing.T, reg *prometheus.Registry, n float64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%v stored messages", n), 10*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("%v stored messages", n), 10*time.Second, func() bool {
 		return testutil.Metric(t, reg, "turnout_broker_persistence_inflight_messages", nil) == n
 	})
 }
@@ -305,7 +305,7 @@ func TestBrokerPersistenceWriteFailure(t *testing.T) {
 	if tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
 		t.Fatal("a publication the store could not write was acknowledged")
 	}
-	waitFor(t, "publisher disconnected", 5*time.Second, func() bool { return !pub.IsConnectionOpen() })
+	testutil.WaitFor(t, "publisher disconnected", 5*time.Second, func() bool { return !pub.IsConnectionOpen() })
 	for _, m := range []string{"turnout_broker_publishes_refused_total", "turnout_broker_persistence_errors_total"} {
 		if v := testutil.Metric(t, reg, m, nil); v < 1 {
 			t.Errorf("%s = %v, want >= 1", m, v)
@@ -315,7 +315,7 @@ func TestBrokerPersistenceWriteFailure(t *testing.T) {
 
 	b.store.failWrites.Store(false)
 	pub = rawClient(t, url)
-	waitFor(t, "publications accepted again", 15*time.Second, func() bool {
+	testutil.WaitFor(t, "publications accepted again", 15*time.Second, func() bool {
 		tok := pub.Publish("w/x", 1, false, []byte("accepted"))
 		return tok.WaitTimeout(2*time.Second) && tok.Error() == nil
 	})

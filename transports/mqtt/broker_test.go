@@ -45,7 +45,7 @@ func TestBrokerStartStop(t *testing.T) {
 	if err := b.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "client disconnected by Close", 5*time.Second, func() bool { return !c.IsConnectionOpen() })
+	testutil.WaitFor(t, "client disconnected by Close", 5*time.Second, func() bool { return !c.IsConnectionOpen() })
 	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		conn.Close()
 		t.Fatal("broker still accepts connections after Close")
@@ -149,7 +149,7 @@ func TestBrokerCarriesEventsEndToEnd(t *testing.T) {
 	url := "tcp://" + b.Addr()
 	_, d, _ := startInput(t, url, uniq(t), "alarms/#")
 	out := startOutput(t, url, OutputConfig{TopicTemplate: "alarms/{type}"})
-	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 	want := ids("b", 0, 20)
 	for _, id := range want {
 		if err := out.Send(t.Context(), newEvent(id, nil)); err != nil {
@@ -176,7 +176,7 @@ func TestBrokerRefusesInsteadOfDropping(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := startOutput(t, url, OutputConfig{Topic: "q/x"})
-	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 	for _, e := range ids("q", 0, 3) {
 		if err := out.Send(t.Context(), newEvent(e, nil)); err != nil {
 			t.Fatalf("Send %s: %v", e, err)

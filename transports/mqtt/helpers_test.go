@@ -55,7 +55,7 @@ func startInput(t testing.TB, url, clientID string, topics ...string) (*Input, *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = in.Close(context.Background()) })
-	waitFor(t, "input ready", 10*time.Second, in.Ready)
+	testutil.WaitFor(t, "input ready", 10*time.Second, in.Ready)
 	return in, d, reg
 }
 
@@ -74,17 +74,6 @@ func startOutput(t testing.TB, url string, cfg OutputConfig) *Output {
 	}
 	t.Cleanup(func() { _ = o.Close(context.Background()) })
 	return o
-}
-
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // rawClient connects a plain paho client (auto-ack, clean session) for publishing or observing.

@@ -243,7 +243,7 @@ func TestInputBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer in.Close(context.Background())
-	waitFor(t, "input ready", 10*time.Second, in.Ready)
+	testutil.WaitFor(t, "input ready", 10*time.Second, in.Ready)
 	pub := rawClient(t, url)
 	want := ids("p", 0, 60)
 	for _, e := range want {
@@ -279,7 +279,7 @@ func TestInputStartsWhileBrokerDown(t *testing.T) {
 		t.Fatal("Ready() with the broker down")
 	}
 	m.Restart()
-	waitFor(t, "input ready after the broker came up", 10*time.Second, in2.Ready)
+	testutil.WaitFor(t, "input ready after the broker came up", 10*time.Second, in2.Ready)
 	publish(t, rawClient(t, m.URL()), "t/x", eventPayload(t, "late"))
 	expectIDs(t, d, []string{"late"}, func(_ int, x testutil.Dispatched) { x.Settle(nil) })
 }

@@ -12,6 +12,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
 	"github.com/turnout-router/turnout/transports/mqtt/mqtttest"
 )
 
@@ -38,7 +39,7 @@ func observe(t testing.TB, url, filter string) *observer {
 
 func (o *observer) wait(t testing.TB, n int) []paho.Message {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d messages", n), 10*time.Second, func() bool {
+	testutil.WaitFor(t, fmt.Sprintf("%d messages", n), 10*time.Second, func() bool {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		return len(o.msgs) >= n
@@ -53,7 +54,7 @@ func TestOutputPublishesStructuredJSON(t *testing.T) {
 	base := "turnout-test/" + uniq(t)
 	obs := observe(t, url, base+"/#")
 	out := startOutput(t, url, OutputConfig{TopicTemplate: base + "/{type}/{room}"})
-	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 
 	const n = 50
 	var wg sync.WaitGroup
@@ -136,7 +137,7 @@ func TestOutputTopicTooLongIsPermanent(t *testing.T) {
 func TestOutputConfirmsOnlyOnPuback(t *testing.T) {
 	m := mqtttest.Start(t)
 	out := startOutput(t, m.URL(), OutputConfig{Topic: "t"})
-	waitFor(t, "output ready", 10*time.Second, out.Ready)
+	testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 	if err := out.Send(t.Context(), newEvent("before", nil)); err != nil {
 		t.Fatalf("Send with the broker up: %v", err)
 	}
@@ -149,7 +150,7 @@ func TestOutputConfirmsOnlyOnPuback(t *testing.T) {
 		t.Fatalf("Send to a frozen broker = %v, want the context's deadline", err)
 	}
 	m.Resume()
-	waitFor(t, "a confirmed Send after resume", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "a confirmed Send after resume", 10*time.Second, func() bool {
 		return out.Send(t.Context(), newEvent("after", nil)) == nil
 	})
 }

@@ -31,7 +31,7 @@ func TestBrokerOutage(t *testing.T) {
 			m := mqtttest.Start(t)
 			in, d, reg := startInput(t, m.URL(), uniq(t), "alarms/#")
 			out := startOutput(t, m.URL(), OutputConfig{TopicTemplate: "alarms/{type}"})
-			waitFor(t, "output ready", 10*time.Second, out.Ready)
+			testutil.WaitFor(t, "output ready", 10*time.Second, out.Ready)
 
 			before := ids("a", 0, 5)
 			for _, e := range before {
@@ -52,7 +52,7 @@ func TestBrokerOutage(t *testing.T) {
 			}
 
 			c.stop(m)
-			waitFor(t, "input and output to notice the outage", 10*time.Second, func() bool {
+			testutil.WaitFor(t, "input and output to notice the outage", 10*time.Second, func() bool {
 				return !in.Ready() && !out.Ready()
 			})
 			labels := map[string]string{"transport": "mqtt", "name": "in"}
@@ -69,7 +69,7 @@ func TestBrokerOutage(t *testing.T) {
 			}
 
 			m.Restart()
-			waitFor(t, "input and output to reconnect", 20*time.Second, func() bool { return in.Ready() && out.Ready() })
+			testutil.WaitFor(t, "input and output to reconnect", 20*time.Second, func() bool { return in.Ready() && out.Ready() })
 			if v := testutil.Metric(t, reg, "turnout_transport_connected", labels); v != 1 {
 				t.Errorf("turnout_transport_connected = %v after reconnecting, want 1", v)
 			}

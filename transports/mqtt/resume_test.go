@@ -46,7 +46,7 @@ func TestInputResumesSharedSubscriptionWithMessagesPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = in2.Close(context.Background()) })
-	waitFor(t, "resumed input ready", 10*time.Second, in2.Ready)
+	testutil.WaitFor(t, "resumed input ready", 10*time.Second, in2.Ready)
 
 	settle := func(_ int, x testutil.Dispatched) { x.Settle(nil) }
 	expectIDs(t, d2, append(ids("p", 0, 5), ids("q", 0, 5)...), settle)

@@ -44,7 +44,7 @@ func TestOutputOverTLS(t *testing.T) {
 				}
 				return
 			}
-			waitFor(t, "output ready over TLS", 10*time.Second, out.Ready)
+			testutil.WaitFor(t, "output ready over TLS", 10*time.Second, out.Ready)
 			if err := out.Send(t.Context(), newEvent("1", nil)); err != nil {
 				t.Fatalf("Send over TLS: %v", err)
 			}

@@ -101,13 +101,7 @@ func startOutput(t testing.TB, cfg OutputConfig) *Output {
 // waitFor polls cond until it holds, failing the test after 30s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, 30*time.Second, cond)
 }
 
 // fullEvent has every context attribute and extensions of each type the JSON format keeps.
