@@ -151,10 +151,13 @@ func NewNATSConsumer(url, stream, durable, subject string, maxAckPending int) (*
 		return nil, fmt.Errorf("nats consumer %s on stream %s: %w", durable, stream, err)
 	}
 	c := &NATSConsumer{nc: nc}
+	// Pull requests expire after 5 s, not nats.go's 30 s: nats-server 2.9.10 may drop one the
+	// client still counts on, and the consumer then stands still until it expires (the input's
+	// pullExpiry in transports/nats says more).
 	c.cc, err = cons.Consume(func(m jetstream.Msg) {
 		c.record(headerEventID(m.Headers().Get("ce-id"), m.Data()))
 		_ = m.Ack() // a lost ack means a redelivery, which the log counts as a duplicate
-	}, jetstream.PullMaxMessages(min(maxAckPending, 1000)))
+	}, jetstream.PullMaxMessages(min(maxAckPending, 1000)), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats consume %s on stream %s: %w", durable, stream, err)
