@@ -175,6 +175,21 @@ outputs:
 routes:
   r: { inputs: [a], outputs: [out] }
 `, nil, 1, "", []string{`7: broker.users[1].subscribe[1]: "a/#/b" is not a valid topic filter`}},
+		{"spool errors point at their keys", `
+inputs:
+  a: { type: test-in }
+outputs:
+  out:
+    type: test-out
+    spool:
+      dir: /proc/sys/turnout-spool
+      max_bytes: 0
+routes:
+  r: { inputs: [a], outputs: [out] }
+`, nil, 1, "", []string{
+			"7: outputs.out.spool.dir: cannot create /proc/sys/turnout-spool: /proc/sys is not writable",
+			"8: outputs.out.spool.max_bytes: 0B is below the minimum of 1MiB",
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
