@@ -129,6 +129,7 @@ func TestCrossProtocolRoundTrip(t *testing.T) {
 	deadLetters := dir + "/dead.jsonl"
 	fmt.Fprintf(&outputs, "  dead: { type: file, path: %q }\n", deadLetters)
 	adminAddr := testutil.FreeAddr(t)
+	t.Chdir(t.TempDir()) // the configuration keeps the default data_dir, ./data: not in the checkout
 	path := writeConfig(t, dir, fmt.Sprintf(`
 admin: { listen: "%s" }
 shutdown: { drain_timeout: 5s }

@@ -394,6 +394,7 @@ func TestRunWithRule(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "attrroute.wasm"), wasm, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	t.Chdir(t.TempDir()) // the configuration keeps the default data_dir, ./data: not in the checkout
 	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	urgent, other := filepath.Join(dir, "urgent.jsonl"), filepath.Join(dir, "other.jsonl")
 	path := writeConfig(t, dir, fmt.Sprintf(`
@@ -478,6 +479,7 @@ routes: { r: { inputs: [a], outputs: [out], rule: { file: pass.wasm, config: { o
 }
 
 func TestRunStartupFailure(t *testing.T) {
+	t.Chdir(t.TempDir()) // the configuration keeps the default data_dir, ./data: not in the checkout
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
