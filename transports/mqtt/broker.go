@@ -541,11 +541,29 @@ func sessionOutlivesConnection(cl *mochi.Client) bool {
 }
 
 // warnOnly passes the broker library's records at Warn and above to turnout's logger; its Info
-// records (one per client connection) would drown turnout's own.
+// records (one per client connection) would drown turnout's own. It also drops the warning
+// without a message the library's listener logs for the connection it closes itself at
+// shutdown ("use of closed network connection"), which reads like a fault on every stop.
 type warnOnly struct{ slog.Handler }
 
 func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func (w warnOnly) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "" {
+		closed := false
+		r.Attrs(func(a slog.Attr) bool {
+			if err, ok := a.Value.Any().(error); ok && errors.Is(err, net.ErrClosed) {
+				closed = true
+			}
+			return !closed
+		})
+		if closed {
+			return nil
+		}
+	}
+	return w.Handler.Handle(ctx, r)
 }
 
 func (w warnOnly) WithAttrs(a []slog.Attr) slog.Handler { return warnOnly{w.Handler.WithAttrs(a)} }

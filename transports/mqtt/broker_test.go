@@ -2,6 +2,8 @@ package mqtt
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -195,4 +197,25 @@ func TestBrokerRefusesInsteadOfDropping(t *testing.T) {
 	}
 	_, d, _ := startInput(t, url, id, "q/#")
 	expectIDs(t, d, ids("q", 0, 3), func(_ int, x testutil.Dispatched) { x.Settle(nil) })
+}
+
+// The broker library logs a warning without a message for the listener connection it closes
+// itself at shutdown; turnout's log leaves it out and keeps the library's other warnings.
+func TestBrokerLogLeavesOutClosedConnections(t *testing.T) {
+	var buf testutil.SyncBuffer
+	log := slog.New(warnOnly{slog.NewTextHandler(&buf, nil)})
+	closed := &net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}
+	log.Warn("", "listener", "tcp", "error", closed)
+	log.Warn("", "listener", "tcp", "error", errors.New("tls: handshake failure"))
+	log.Info("client connected", "client", "pendant-17")
+	out := buf.String()
+	if strings.Contains(out, "closed network connection") {
+		t.Errorf("the shutdown's closed connection was logged:\n%s", out)
+	}
+	if !strings.Contains(out, "tls: handshake failure") {
+		t.Errorf("another warning of the library was left out:\n%s", out)
+	}
+	if strings.Contains(out, "client connected") {
+		t.Errorf("an info record of the library was logged:\n%s", out)
+	}
 }
