@@ -45,7 +45,9 @@ func (r *route) process(ctx context.Context, in *input, m *Message) (nackReason,
 
 	outs := r.defaults
 	if r.rule != nil {
-		d, err := decide(ctx, r.rule, ev)
+		rctx, end := r.e.startSpan(ctx, StageRule, SpanInfo{Route: r.name, Event: ev})
+		d, err := decide(rctx, r.rule, ev)
+		end(err)
 		if err != nil {
 			if ctx.Err() != nil {
 				return reasonShutdown, errShutdown
@@ -166,7 +168,9 @@ func (r *route) ruleFailed(ctx context.Context, ev *event.Event, kind, reason st
 // deadLetter sends ev to the dead-letter output with the retry policy. It is only called when
 // r.dl is set.
 func (r *route) deadLetter(ctx context.Context, ev *event.Event, why int, cause error) (nackReason, error) {
-	err := r.send(ctx, r.dl, ev)
+	sctx, end := r.e.startSpan(ctx, StageDeadLetter, SpanInfo{Route: r.name, Output: r.dl.name, Event: ev})
+	err := r.send(sctx, r.dl, ev)
+	end(err)
 	switch {
 	case err == nil:
 		r.m.deadLettered[why].Inc()
@@ -217,7 +221,9 @@ func (r *route) fanOut(ctx context.Context, ev *event.Event, outs []*output) (na
 
 // deliver sends ev to o, and to the dead-letter output if o exhausts its attempts.
 func (r *route) deliver(ctx context.Context, ev *event.Event, o *output) (nackReason, error) {
-	err := r.send(ctx, o, ev)
+	sctx, end := r.e.startSpan(ctx, StageDeliver, SpanInfo{Route: r.name, Output: o.name, Event: ev})
+	err := r.send(sctx, o, ev)
+	end(err)
 	if err == nil {
 		o.m.routed.Inc()
 		return reasonAck, nil

@@ -101,6 +101,8 @@ type delivery struct {
 	err    error
 	done   bool
 	holds  atomic.Int32 // see unhold
+	// end ends the delivery's StageReceive span at settlement; nil without a Tracer.
+	end func(error)
 }
 
 // Dispatch implements Dispatcher: it takes an in-flight slot (blocking while the input has
@@ -147,17 +149,29 @@ func (in *input) Dispatch(ctx context.Context, m *Message, settle SettleFunc) er
 func (in *input) run(d *delivery) {
 	e := in.r.e
 	defer e.wg.Done()
+	ctx, end := e.ctx, noEnd
+	if e.tracer != nil {
+		ctx, end = e.tracer.Start(ctx, StageReceive, SpanInfo{Route: in.r.name, Input: in.name, Event: d.msg.Event})
+	}
 	if in.r.cfg.Mode == BestEffort {
+		// Acknowledged on receipt: the span covers the processing instead.
 		in.complete(d, reasonAck, nil)
-		reason, err := in.r.process(e.ctx, in, d.msg)
+		reason, err := in.r.process(ctx, in, d.msg)
 		if reason != reasonAck {
 			e.log.Warn("best-effort event lost", "route", in.r.name, "input", in.name,
 				"reason", reasonLabels[reason], "err", err)
+			if err == nil {
+				err = errors.New("engine: " + reasonLabels[reason])
+			}
 		}
+		end(err)
 		in.unhold(d)
 		return
 	}
-	reason, err := in.r.process(e.ctx, in, d.msg)
+	if e.tracer != nil {
+		d.end = end
+	}
+	reason, err := in.r.process(ctx, in, d.msg)
 	in.complete(d, reason, err)
 }
 
@@ -186,6 +200,9 @@ func (in *input) release(d *delivery) {
 	}
 	in.r.m.ackLatency.Observe(time.Since(d.start).Seconds())
 	d.settle(d.err)
+	if d.end != nil {
+		d.end(d.err)
+	}
 	in.unhold(d)
 }
 

@@ -30,6 +30,12 @@ type env struct {
 // at cleanup.
 func setup(t testing.TB, cfg engine.RouteConfig, rule engine.Rule, outs map[string]*enginetest.Sink, dl *enginetest.Sink, src *enginetest.Source) *env {
 	t.Helper()
+	return setupOpts(t, engine.Options{}, cfg, rule, outs, dl, src)
+}
+
+// setupOpts is setup with engine options; its Registerer is replaced by the env's registry.
+func setupOpts(t testing.TB, o engine.Options, cfg engine.RouteConfig, rule engine.Rule, outs map[string]*enginetest.Sink, dl *enginetest.Sink, src *enginetest.Source) *env {
+	t.Helper()
 	if src == nil {
 		src = &enginetest.Source{}
 	}
@@ -38,7 +44,8 @@ func setup(t testing.TB, cfg engine.RouteConfig, rule engine.Rule, outs map[stri
 		cfg.Retry = fastRetry
 	}
 	reg := prometheus.NewRegistry()
-	e := engine.New(engine.Options{Registerer: reg})
+	o.Registerer = reg
+	e := engine.New(o)
 	r := engine.Route{Config: cfg, Inputs: map[string]engine.Source{"in": src}, Outputs: map[string]engine.Sink{}, Rule: rule}
 	for name, s := range outs {
 		r.Outputs[name] = s

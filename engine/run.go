@@ -19,6 +19,9 @@ type Options struct {
 	// Registerer receives the engine's metrics; nil uses a fresh private registry (never the
 	// global one).
 	Registerer prometheus.Registerer
+	// Tracer observes each delivery's stages (receive, rule, deliver, dead-letter) for
+	// distributed tracing; nil traces nothing.
+	Tracer Tracer
 }
 
 // Engine runs routes: it starts their sinks and sources, processes every dispatched message and
@@ -28,6 +31,7 @@ type Options struct {
 // order; Ready may be called from any goroutine at any time.
 type Engine struct {
 	log     *slog.Logger
+	tracer  Tracer
 	metrics *metrics
 	metErr  error
 
@@ -61,7 +65,7 @@ func New(o Options) *Engine {
 	m, err := newMetrics(reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{
-		log: log, metrics: m, metErr: err,
+		log: log, tracer: o.Tracer, metrics: m, metErr: err,
 		names: map[string]bool{}, inputs: map[string]string{}, sources: map[Source]string{},
 		closing: make(chan struct{}), ctx: ctx, cancel: cancel,
 	}

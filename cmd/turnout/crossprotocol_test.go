@@ -25,12 +25,14 @@ import (
 // context attribute, extensions of each JSON type and of the string forms of the other types,
 // and data of each kind.
 var crossEvents = []string{
-	// Every context attribute, time finer than a millisecond, JSON data, extensions.
+	// Every context attribute, time finer than a millisecond, JSON data, extensions, and the
+	// distributed tracing extension (traceparent, tracestate), which every leg carries unchanged.
 	`{"specversion":"1.0","id":"all-1","source":"/home/42","type":"care.alarm.fall","subject":"room 3",
 	  "dataschema":"https://schemas.example.org/alarm","time":"2026-11-30T03:04:05.678901234Z",
 	  "datacontenttype":"application/json","data":{"level":"high","n":[1,2.5,null]},
 	  "site":"north","seq":42,"partitionkey":"pendant-42","urgent":true,"link":"https://example.org/a?b=c",
-	  "seen":"2026-11-30T03:04:05.123Z","sig":"AAEC/w=="}`,
+	  "seen":"2026-11-30T03:04:05.123Z","sig":"AAEC/w==",
+	  "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"}`,
 	// Time on a millisecond (an AMQP timestamp on the way), text data.
 	`{"specversion":"1.0","id":"text-1","source":"urn:dev:7","type":"care.note","time":"2026-11-30T03:04:05.678Z",
 	  "datacontenttype":"text/plain; charset=utf-8","data":"grüße, \"quoted\"\nline"}`,

@@ -155,21 +155,10 @@ func TestQuickstart(t *testing.T) {
 	}
 
 	// The README's curl command.
-	req, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:8080/", strings.NewReader(`{"resident":"room 12"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range map[string]string{"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/devices/pendant-17",
-		"ce-type": "care.alarm.fall", "content-type": "application/json"} {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("POST alarm = %d, want 204", resp.StatusCode)
+	if code := post(t, "http://127.0.0.1:8080/", `{"resident":"room 12"}`, map[string]string{"ce-specversion": "1.0",
+		"ce-id": "1", "ce-source": "/devices/pendant-17", "ce-type": "care.alarm.fall",
+		"content-type": "application/json"}); code != http.StatusNoContent {
+		t.Fatalf("POST alarm = %d, want 204", code)
 	}
 	expect("1", "alarms/care.alarm.fall")
 

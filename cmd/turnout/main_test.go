@@ -305,25 +305,44 @@ func (r *running) stop(t *testing.T) int {
 // postEvent posts a binary-mode CloudEvent and returns the status code.
 func postEvent(t *testing.T, url, id, typ string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"level":"high"}`))
+	return post(t, url, `{"level":"high"}`, map[string]string{"ce-specversion": "1.0", "ce-id": id,
+		"ce-source": "/home/42", "ce-type": typ, "Content-Type": "application/json"})
+}
+
+// post posts body with headers to url and returns the status code; it logs the body of an
+// answer other than 204.
+func post(t *testing.T, url, body string, headers map[string]string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("ce-specversion", "1.0")
-	req.Header.Set("ce-id", id)
-	req.Header.Set("ce-source", "/home/42")
-	req.Header.Set("ce-type", typ)
-	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
+	answer, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
-		t.Logf("POST %s: %d %s", id, resp.StatusCode, body)
+		t.Logf("POST %s: %d %s", url, resp.StatusCode, answer)
 	}
 	return resp.StatusCode
+}
+
+// writeRule builds the stock rule filters/rules/NAME and writes it to dir/NAME.wasm.
+func writeRule(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	wasm, err := rulebuild.Build("filters/rules/" + name)
+	if err != nil {
+		t.Fatalf("build rule %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".wasm"), wasm, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return wasm
 }
 
 // TestRun runs `turnout run` in-process with an HTTP input and a file output, posts an event,
@@ -387,13 +406,7 @@ func TestRunWithRule(t *testing.T) {
 		t.Skip("builds a Wasm rule with the Go toolchain; run without -short")
 	}
 	dir := t.TempDir()
-	wasm, err := rulebuild.Build("filters/rules/attrroute")
-	if err != nil {
-		t.Fatalf("build rule: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "attrroute.wasm"), wasm, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	wasm := writeRule(t, dir, "attrroute")
 	t.Chdir(t.TempDir()) // the configuration keeps the default data_dir, ./data: not in the checkout
 	httpAddr, adminAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	urgent, other := filepath.Join(dir, "urgent.jsonl"), filepath.Join(dir, "other.jsonl")

@@ -22,6 +22,7 @@ import (
 	"github.com/turnout-router/turnout/cmd/turnout/internal/rulestore"
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/hostabi"
+	"github.com/turnout-router/turnout/internal/tracing"
 	"github.com/turnout-router/turnout/transports/mqtt"
 
 	// Transports register their input and output types in init.
@@ -128,13 +129,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		parts atomic.Pointer[config.Built]
 		adm   *admin.Server
 	)
+	ready := func() (bool, []string) { return readiness(eng.Load(), parts.Load()) }
+	reg.MustRegister(admin.ReadyGauge(ready))
 	if addr := cfg.Admin.Addr(); addr != "" {
 		adm = admin.New(admin.Options{
 			Listen:         addr,
 			Gatherer:       reg,
 			Pprof:          cfg.Admin.Pprof,
 			Logger:         logger.With("component", "admin"),
-			Ready:          func() (bool, []string) { return readiness(eng.Load(), parts.Load()) },
+			Ready:          ready,
 			TLSCertFile:    cfg.Admin.TLS.CertFile,
 			TLSKeyFile:     cfg.Admin.TLS.KeyFile,
 			Token:          cfg.Admin.Token,
@@ -193,7 +196,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		}
 	}
 
-	e := engine.New(engine.Options{Logger: logger.With("component", "engine"), Registerer: reg})
+	tracer, stopTracing, err := tracing.New(ctx, cfg.Tracing, version, logger.With("component", "tracing"))
+	if err != nil {
+		closers = append(closers, closer{"configured parts", built.CloseAll})
+		return err
+	}
+	// Registered before the engine's steps, so it runs after the drain and flushes its spans.
+	closers = append(closers, closer{"tracing", stopTracing})
+	e := engine.New(engine.Options{Logger: logger.With("component", "engine"), Registerer: reg, Tracer: tracer})
 	for _, r := range built.Routes {
 		if err := e.AddRoute(r); err != nil {
 			closers = append(closers, closer{"configured parts", built.CloseAll})

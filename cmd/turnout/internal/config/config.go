@@ -27,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/tracing"
 )
 
 // Defaults of the keys that engine.RouteConfig.Defaults does not cover.
@@ -61,6 +62,9 @@ type Config struct {
 	// broker's own configuration type.
 	Broker       *yaml.Node
 	DrainTimeout time.Duration
+	// Tracing is the tracing block (OpenTelemetry spans over OTLP/HTTP); off when its endpoint is
+	// empty.
+	Tracing tracing.Config
 	// MemoryLimit is memory_limit in bytes, the Go runtime's soft memory limit; 0 when absent.
 	MemoryLimit int64
 	// Inputs, Outputs and Routes are in file order.
@@ -118,6 +122,7 @@ type file struct {
 	Admin    AdminConfig    `yaml:"admin"`
 	Broker   yaml.Node      `yaml:"broker"`
 	Shutdown ShutdownConfig `yaml:"shutdown"`
+	Tracing  tracing.Config `yaml:"tracing"`
 	Inputs   yaml.Node      `yaml:"inputs"`
 	Outputs  yaml.Node      `yaml:"outputs"`
 	Routes   yaml.Node      `yaml:"routes"`
@@ -311,6 +316,10 @@ func Parse(path string, data []byte, opts Options) (*Config, error) {
 		}
 	}
 	cfg.MemoryLimit = checkMemoryLimit(c, &f.MemoryLimit)
+	cfg.Tracing = f.Tracing
+	for _, p := range f.Tracing.Check() {
+		c.add(valueLine(root, "tracing", p.Key), "tracing."+p.Key, "%s", p.Msg)
+	}
 
 	cfg.Inputs = cfg.modules(&f.Inputs, "inputs")
 	cfg.Outputs = cfg.modules(&f.Outputs, "outputs")

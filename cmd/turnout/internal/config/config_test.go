@@ -13,6 +13,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/tracing"
 )
 
 // fakeConf is the configuration of the test-only module types: enough keys to exercise strict
@@ -204,7 +205,7 @@ inptus: {}
 inputs: { in: { type: test-in } }
 outputs: { out: { type: test-out } }
 routes: { r: { inputs: [in], outputs: [out] } }
-`, nil, []string{"1: inptus: unknown key (known keys: admin, broker, data_dir, inputs, log, memory_limit, outputs, routes, shutdown)"}},
+`, nil, []string{"1: inptus: unknown key (known keys: admin, broker, data_dir, inputs, log, memory_limit, outputs, routes, shutdown, tracing)"}},
 		{"unknown route and retry keys", `
 inputs: { in: { type: test-in } }
 outputs: { out: { type: test-out } }
@@ -336,6 +337,35 @@ routes:
       memory_limit_pages: 70000
       pool_size: -1
 `, nil, []string{"7: routes.r.default_outputs: only used by a route without a rule", "8: routes.r.rule.file: missing", "9: routes.r.rule.memory_limit_pages: 70000 is above", "10: routes.r.rule.pool_size: must not be negative"}},
+		{"bad tracing block", `
+inputs: { in: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [in], outputs: [out] } }
+tracing:
+  otlp_endpoint: "grpc://user:pw@collector:4317"
+  sample_ratio: 1.5
+  timeout: -1s
+`, nil, []string{`5: tracing.otlp_endpoint: scheme "grpc": want http or https`, "6: tracing.sample_ratio: 1.5 is not between 0 and 1", "7: tracing.timeout: must not be negative"}},
+		{"tracing keys without an endpoint", `
+inputs: { in: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [in], outputs: [out] } }
+tracing:
+  headers: { x-api-key: "${KEY}" }
+`, map[string]string{"KEY": "k"}, []string{"5: tracing.otlp_endpoint: is required when any other tracing key is set"}},
+	}
+	if !tracing.Available {
+		cases = append(cases, struct {
+			name string
+			doc  string
+			env  map[string]string
+			want []string
+		}{"tracing in a build without otel", `
+inputs: { in: { type: test-in } }
+outputs: { out: { type: test-out } }
+routes: { r: { inputs: [in], outputs: [out] } }
+tracing: { otlp_endpoint: "http://collector:4318" }
+`, nil, []string{"4: tracing.otlp_endpoint: this turnout was built without OpenTelemetry support: build it with -tags otel"}})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
