@@ -44,6 +44,24 @@ func NewRegistry(version string) *prometheus.Registry {
 	return reg
 }
 
+// ReadyGauge returns the turnout_ready gauge: 1 while ready reports ready, 0 otherwise (nil
+// ready: never). It asks ready at each scrape, so it says what GET /readyz would have answered
+// then, for alerting on a process that stays not ready.
+func ReadyGauge(ready ReadyFunc) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "turnout_ready",
+		Help: "1 while turnout is ready (GET /readyz answers 200), 0 otherwise.",
+	}, func() float64 {
+		if ready == nil {
+			return 0
+		}
+		if ok, _ := ready(); ok {
+			return 1
+		}
+		return 0
+	})
+}
+
 // ReadyFunc reports whether the process serves traffic and, when it does not, the parts that
 // are not ready (e.g. "input devices"). It is called on an HTTP server goroutine for every
 // /readyz request and must be safe for concurrent use.

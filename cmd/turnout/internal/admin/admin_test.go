@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -144,5 +146,39 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + s.Addr() + "/healthz"); err == nil {
 		t.Error("server still answers after Shutdown")
+	}
+}
+
+// TestReadyGauge: turnout_ready on /metrics says what /readyz answers at the time of the scrape.
+func TestReadyGauge(t *testing.T) {
+	var ready atomic.Bool
+	readyFunc := func() (bool, []string) {
+		if ready.Load() {
+			return true, nil
+		}
+		return false, []string{"output cloud"}
+	}
+	reg := NewRegistry("dev")
+	reg.MustRegister(ReadyGauge(readyFunc))
+	srv := httptest.NewServer(New(Options{Gatherer: reg, Ready: readyFunc}).Handler())
+	defer srv.Close()
+	for _, state := range []struct {
+		ready bool
+		code  int
+		gauge string
+	}{{false, http.StatusServiceUnavailable, "turnout_ready 0\n"}, {true, http.StatusOK, "turnout_ready 1\n"}, {false, http.StatusServiceUnavailable, "turnout_ready 0\n"}} {
+		ready.Store(state.ready)
+		if code, _ := get(t, srv.URL+"/readyz"); code != state.code {
+			t.Errorf("ready=%v: GET /readyz = %d, want %d", state.ready, code, state.code)
+		}
+		if _, body := get(t, srv.URL+"/metrics"); !strings.Contains(body, state.gauge) {
+			t.Errorf("ready=%v: /metrics lacks %q", state.ready, state.gauge)
+		}
+	}
+
+	never := prometheus.NewRegistry()
+	never.MustRegister(ReadyGauge(nil))
+	if v := testutil.Metric(t, never, "turnout_ready", nil); v != 0 {
+		t.Errorf("turnout_ready without a ready func = %v, want 0 (like /readyz)", v)
 	}
 }
