@@ -2,6 +2,9 @@
 # Makes sure the brokers turnout's integration tests talk to are installed and running on
 # 127.0.0.1: mosquitto (1883), NATS with JetStream (4222) and RabbitMQ (5672) with its AMQP 1.0
 # plugin. Idempotent: a broker that is already up is left alone. Needs root for installs.
+# Also installs promtool (Debian's prometheus package), which the observability test runs on the
+# alert rules and on a real /metrics scrape, without leaving the package's Prometheus server
+# running: it would take 127.0.0.1:9090, turnout's default admin address.
 set -euo pipefail
 
 log() { echo "brokers: $*"; }
@@ -23,8 +26,34 @@ if [ "$(id -u)" -ne 0 ]; then
   for p in 1883:mosquitto 4222:nats 5672:rabbitmq; do
     port_open "${p%%:*}" || log "${p#*:} is not running on 127.0.0.1:${p%%:*}; run this script as root to install and start it"
   done
+  command -v promtool >/dev/null 2>&1 || log "promtool is missing; run this script as root to install it (Debian package prometheus)"
   exit 0
 fi
+
+# promtool, from the prometheus package, whose postinst enables and (where services may start)
+# starts a Prometheus server on port 9090: a policy-rc.d forbids the start during the install, and
+# the service is disabled after it, so that only the tool is left.
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing prometheus (for promtool)"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+  policy_added=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || rc=$?
+  if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  [ "$rc" -eq 0 ] || { log "installing prometheus failed"; exit "$rc"; }
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+  fi
+  update-rc.d prometheus disable >/dev/null 2>&1 || true
+fi
+log "promtool: $(promtool --version 2>&1 | head -n 1)"
 
 # mosquitto: the tests start private instances of this binary too.
 need_pkg mosquitto mosquitto
