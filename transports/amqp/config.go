@@ -9,6 +9,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/turnout-router/turnout/transports/internal/reconnect"
+	"github.com/turnout-router/turnout/transports/internal/redact"
 	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
@@ -72,7 +73,7 @@ func (c *ConnectionConfig) validate() error {
 	if c.URL == "" {
 		return errors.New("url: required (amqp://host:5672 or amqps://host:5671)")
 	}
-	u, err := url.Parse(c.URL)
+	u, err := redact.Parse(c.URL)
 	if err != nil {
 		return fmt.Errorf("url: %w", err)
 	}
@@ -82,10 +83,10 @@ func (c *ConnectionConfig) validate() error {
 		return fmt.Errorf("url: scheme %q not supported (use amqp:// or amqps://)", u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return fmt.Errorf("url: %q has no host", redact(c.URL))
+		return fmt.Errorf("url: %q has no host", redact.URL(c.URL))
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		return fmt.Errorf("url: %q: no path or query expected (the address is a key of its own)", redact(c.URL))
+		return fmt.Errorf("url: %q: no path or query expected (the address is a key of its own)", redact.URL(c.URL))
 	}
 	if !c.TLS.IsZero() && u.Scheme != "amqps" {
 		return errors.New("tls: set, but url is not amqps://")
@@ -162,15 +163,6 @@ func (c *ConnectionConfig) dialTarget() (string, *amqp.ConnOptions, error) {
 		opts.SASLType = amqp.SASLTypeAnonymous()
 	}
 	return u.String(), opts, nil
-}
-
-// redact returns s with the password of a URL replaced, for messages and logs.
-func redact(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable url)"
-	}
-	return u.Redacted()
 }
 
 func (c *InputConfig) validate() error {

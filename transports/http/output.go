@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/internal/ce"
+	"github.com/turnout-router/turnout/transports/internal/redact"
 	"github.com/turnout-router/turnout/transports/internal/tmetrics"
 )
 
@@ -86,6 +87,7 @@ func (e *RetryAfterError) Unwrap() error { return e.Err }
 type Output struct {
 	name      string
 	cfg       OutputConfig
+	shownURL  string // cfg.URL with its password hidden: the form errors and logs show
 	log       *slog.Logger
 	client    *http.Client
 	connected prometheus.Gauge
@@ -134,9 +136,10 @@ func NewOutput(name string, c OutputConfig, deps engine.Deps) (*Output, error) {
 	tr.MaxIdleConns = c.MaxIdleConns
 	tr.MaxIdleConnsPerHost = c.MaxIdleConns
 	o := &Output{
-		name: name,
-		cfg:  c,
-		log:  log.With("output", name, "transport", "http"),
+		name:     name,
+		cfg:      c,
+		shownURL: redact.URL(c.URL),
+		log:      log.With("output", name, "transport", "http"),
 		client: &http.Client{
 			Transport: tr,
 			// Redirects are not followed: the 3xx answer is the outcome.
@@ -177,7 +180,7 @@ func (o *Output) Close(context.Context) error {
 // concurrent use.
 func (o *Output) Send(ctx context.Context, e *event.Event) error {
 	if o.gone.Load() {
-		return engine.Permanent(fmt.Errorf("http output %s: %s answered 410 Gone: delivery to it stopped (fix url and restart)", o.name, o.cfg.URL))
+		return engine.Permanent(fmt.Errorf("http output %s: %s answered 410 Gone: delivery to it stopped (fix url and restart)", o.name, o.shownURL))
 	}
 	if o.cfg.Mode == ModeBatch {
 		return o.sendBatched(ctx, e)
@@ -202,7 +205,7 @@ func (o *Output) post(ctx context.Context, req *http.Request) error {
 	defer cancel()
 	resp, err := o.client.Do(req.WithContext(rctx))
 	if err != nil {
-		return fmt.Errorf("http post %s: %w", o.cfg.URL, err)
+		return fmt.Errorf("http post %s: %w", o.shownURL, err)
 	}
 	return o.outcome(resp)
 }
@@ -283,11 +286,11 @@ func (o *Output) outcome(resp *http.Response) error {
 	case http.StatusOK, http.StatusCreated, http.StatusAccepted, http.StatusNoContent:
 		return nil
 	}
-	err := fmt.Errorf("http post %s: %s: %q", o.cfg.URL, resp.Status, bytes.TrimSpace(excerpt[:n]))
+	err := fmt.Errorf("http post %s: %s: %q", o.shownURL, resp.Status, bytes.TrimSpace(excerpt[:n]))
 	switch {
 	case code == http.StatusGone:
 		if !o.gone.Swap(true) {
-			o.log.Error("receiver answered 410 Gone: delivery to it stopped until restart", "url", o.cfg.URL)
+			o.log.Error("receiver answered 410 Gone: delivery to it stopped until restart", "url", o.shownURL)
 			o.connected.Set(0)
 		}
 		return engine.Permanent(err)
@@ -387,12 +390,12 @@ func (o *Output) handshake(ctx context.Context) error {
 	if err != nil {
 		if ctx.Err() == nil {
 			o.refused, o.refusedAt = err, time.Now()
-			o.log.Error("web hook handshake failed: not delivering", "url", o.cfg.URL, "err", err)
+			o.log.Error("web hook handshake failed: not delivering", "url", o.shownURL, "err", err)
 		}
 		return err
 	}
 	o.shaken, o.refused, o.interval = true, nil, interval
-	o.log.Info("web hook handshake allowed delivery", "url", o.cfg.URL, "interval", interval)
+	o.log.Info("web hook handshake allowed delivery", "url", o.shownURL, "interval", interval)
 	return nil
 }
 
@@ -412,16 +415,16 @@ func (o *Output) ask(ctx context.Context) (time.Duration, error) {
 	}
 	resp, err := o.client.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("http output %s: web hook handshake with %s: %w", o.name, o.cfg.URL, err)
+		return 0, fmt.Errorf("http output %s: web hook handshake with %s: %w", o.name, o.shownURL, err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("http output %s: web hook handshake with %s: refused with %s", o.name, o.cfg.URL, resp.Status)
+		return 0, fmt.Errorf("http output %s: web hook handshake with %s: refused with %s", o.name, o.shownURL, resp.Status)
 	}
 	origin := resp.Header.Get("WebHook-Allowed-Origin")
 	if origin != "*" && !strings.EqualFold(origin, o.cfg.Origin) {
-		return 0, fmt.Errorf("http output %s: web hook handshake with %s: origin %q not allowed (WebHook-Allowed-Origin %q)", o.name, o.cfg.URL, o.cfg.Origin, origin)
+		return 0, fmt.Errorf("http output %s: web hook handshake with %s: origin %q not allowed (WebHook-Allowed-Origin %q)", o.name, o.shownURL, o.cfg.Origin, origin)
 	}
 	rate := strings.TrimSpace(resp.Header.Get("WebHook-Allowed-Rate"))
 	if rate == "" || rate == "*" {
@@ -429,7 +432,7 @@ func (o *Output) ask(ctx context.Context) (time.Duration, error) {
 	}
 	n, err := strconv.ParseUint(rate, 10, 32)
 	if err != nil || n == 0 {
-		return 0, fmt.Errorf("http output %s: web hook handshake with %s: bad WebHook-Allowed-Rate %q", o.name, o.cfg.URL, rate)
+		return 0, fmt.Errorf("http output %s: web hook handshake with %s: bad WebHook-Allowed-Rate %q", o.name, o.shownURL, rate)
 	}
 	return time.Minute / time.Duration(n), nil
 }

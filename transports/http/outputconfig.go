@@ -3,11 +3,11 @@ package httpin
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/turnout-router/turnout/transports/internal/redact"
 	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
@@ -68,12 +68,12 @@ func (c OutputConfig) withDefaults() (OutputConfig, error) {
 	if c.URL == "" {
 		return c, errors.New("url: required (http:// or https://)")
 	}
-	u, err := url.Parse(c.URL)
+	u, err := redact.Parse(c.URL)
 	if err != nil {
 		return c, fmt.Errorf("url: %w", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return c, fmt.Errorf("url: %q is not an http:// or https:// URL", c.URL)
+		return c, fmt.Errorf("url: %q is not an http:// or https:// URL", redact.URL(c.URL))
 	}
 	switch c.Mode {
 	case "":
@@ -136,7 +136,7 @@ func (c OutputConfig) withDefaults() (OutputConfig, error) {
 		return c, errors.New("token, authorization: the value holds a line break")
 	}
 	if u.Scheme == "http" && !c.TLS.IsZero() {
-		return c, fmt.Errorf("tls: set, but url %q is not https://", c.URL)
+		return c, fmt.Errorf("tls: set, but url %q is not https://", redact.URL(c.URL))
 	}
 	return c, nil
 }

@@ -13,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/turnout-router/turnout/transports/internal/reconnect"
+	"github.com/turnout-router/turnout/transports/internal/redact"
 	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
@@ -84,7 +85,7 @@ func (c *ConnectionConfig) validate(needID bool) error {
 		return errors.New("brokers: at least one broker URL is required")
 	}
 	for i, b := range c.Brokers {
-		u, err := url.Parse(b)
+		u, err := redact.Parse(b)
 		if err != nil {
 			return fmt.Errorf("brokers[%d]: %w", i, err)
 		}
@@ -94,7 +95,7 @@ func (c *ConnectionConfig) validate(needID bool) error {
 			return fmt.Errorf("brokers[%d]: scheme %q not supported (use tcp:// or ssl://)", i, u.Scheme)
 		}
 		if u.Host == "" || u.Port() == "" {
-			return fmt.Errorf("brokers[%d]: %q needs host:port", i, b)
+			return fmt.Errorf("brokers[%d]: %q needs host:port", i, redact.URL(b))
 		}
 	}
 	if needID && c.ClientID == "" {

@@ -3,13 +3,13 @@ package nats
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/turnout-router/turnout/transports/internal/reconnect"
+	"github.com/turnout-router/turnout/transports/internal/redact"
 	"github.com/turnout-router/turnout/transports/internal/tlsconf"
 )
 
@@ -91,7 +91,7 @@ func (c *ConnectionConfig) validate() error {
 		return errors.New("url: required (nats://host:4222)")
 	}
 	for _, s := range servers {
-		u, err := url.Parse(s)
+		u, err := redact.Parse(s)
 		if err != nil {
 			return fmt.Errorf("url: %w", err)
 		}

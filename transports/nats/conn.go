@@ -29,6 +29,11 @@ func connect(cfg *ConnectionConfig, name string, log *slog.Logger, ready func(bo
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { ready(false) }),
+		// Each failed attempt, the first connection's included: without it a server that is
+		// not there would go unmentioned until a consume or publish timed out.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats connect failed; the client keeps trying", "error", err)
+		}),
 	)
 	servers := cfg.servers()
 	nc, err := nats.Connect(strings.Join(servers, ","), opts...)

@@ -173,8 +173,12 @@ func (in *Input) Close(ctx context.Context) error {
 		}
 		break
 	}
-	if ferr := nc.FlushTimeout(in.cfg.ConnectTimeout); ferr != nil && err == nil && nc.IsConnected() {
-		err = fmt.Errorf("nats input %s close: flush acks: %w", in.name, ferr)
+	// Flush only a live connection: on one that is down, the flush would wait the whole
+	// timeout for a PONG that cannot come, and there is nothing it could deliver.
+	if nc.IsConnected() {
+		if ferr := nc.FlushTimeout(in.cfg.ConnectTimeout); ferr != nil && err == nil {
+			err = fmt.Errorf("nats input %s close: flush acks: %w", in.name, ferr)
+		}
 	}
 	nc.Close()
 	return err

@@ -248,3 +248,43 @@ func TestCloseWaitsForSettlement(t *testing.T) {
 	_, d2 := startInput(t, f.inputConfig())
 	d2.None(t, time.Second)
 }
+
+// TestCloseWithoutServer closes an input whose server was never there: Close returns at once,
+// rather than after a flush of a connection that is down waits its whole timeout (which made
+// turnout's shutdown take the full drain timeout), and a publish says it is not connected
+// instead of blaming server features it never learnt.
+func TestCloseWithoutServer(t *testing.T) {
+	cfg := fastConn("nats://" + testutil.FreeAddr(t))
+	cfg.ConnectTimeout = time.Minute
+	in, err := newInput("in", InputConfig{ConnectionConfig: cfg, Stream: "S", Consumer: "c"}, testDeps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Start(t.Context(), testutil.NewDispatcher()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the consume loop is waiting for the connection
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- in.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close = %v, want nil: nothing was held", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close of an input without a server still runs after 10s (the flush waits for a connection that is down)")
+	}
+
+	o, err := newOutput("out", OutputConfig{ConnectionConfig: cfg, Subject: "s"}, testDeps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close(context.Background())
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := o.Send(sctx, fullEvent("a", []byte("1"), "text/plain", true)); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Errorf("Send without a server = %v, want a not-connected error", err)
+	}
+}

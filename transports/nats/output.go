@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -114,9 +115,22 @@ func (o *Output) Send(ctx context.Context, e *event.Event) error {
 		opts = append(opts, jetstream.WithExpectStream(o.cfg.Stream))
 	}
 	if _, err := js.PublishMsg(ctx, msg, opts...); err != nil {
+		if errors.Is(err, nats.ErrHeadersNotSupported) && !o.connected() {
+			// Before the first connection the client knows no server features, and says
+			// headers are not supported: the cause is the connection.
+			return fmt.Errorf("nats publish %s: not connected to a server yet", o.cfg.Subject)
+		}
 		return fmt.Errorf("nats publish %s: %w", o.cfg.Subject, err)
 	}
 	return nil
+}
+
+// connected reports whether the connection is up.
+func (o *Output) connected() bool {
+	o.mu.Lock()
+	nc := o.nc
+	o.mu.Unlock()
+	return nc != nil && nc.IsConnected()
 }
 
 // Close flushes and closes the connection after the engine stopped sending.
