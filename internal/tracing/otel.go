@@ -68,7 +68,11 @@ func New(ctx context.Context, c Config, version string, logger *slog.Logger) (en
 		}
 	}))
 	logger.Info("tracing on", "endpoint", c.Endpoint, "sample_ratio", *c.SampleRatio, "service_name", c.ServiceName)
-	return &Tracer{tr: tp.Tracer("github.com/turnout-router/turnout/engine")}, tp.Shutdown, nil
+	return newTracer(tp), tp.Shutdown, nil
+}
+
+func newTracer(tp trace.TracerProvider) *Tracer {
+	return &Tracer{tr: tp.Tracer("github.com/turnout-router/turnout/engine")}
 }
 
 // spanKinds and spanNames are indexed by engine.Stage.
@@ -85,6 +89,15 @@ func (t *Tracer) Start(ctx context.Context, stage engine.Stage, info engine.Span
 	if stage == engine.StageReceive && info.Event != nil {
 		ctx = t.prop.Extract(ctx, extensionCarrier{info.Event})
 	}
+	name, kind := "turnout", trace.SpanKindInternal
+	if int(stage) < len(spanNames) {
+		name, kind = spanNames[stage], spanKinds[stage]
+	}
+	ctx, span := t.tr.Start(ctx, name, trace.WithSpanKind(kind))
+	if !span.IsRecording() {
+		// Not sampled: the span only carries the context to the stages below; skip the attributes.
+		return ctx, func(error) { span.End() }
+	}
 	attrs := make([]attribute.KeyValue, 0, 6)
 	attrs = append(attrs, attribute.String("turnout.route", info.Route))
 	if info.Input != "" {
@@ -99,11 +112,7 @@ func (t *Tracer) Start(ctx context.Context, stage engine.Stage, info engine.Span
 			attribute.String("cloudevents.event_source", e.Source()),
 			attribute.String("cloudevents.event_type", e.Type()))
 	}
-	name, kind := "turnout", trace.SpanKindInternal
-	if int(stage) < len(spanNames) {
-		name, kind = spanNames[stage], spanKinds[stage]
-	}
-	ctx, span := t.tr.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	span.SetAttributes(attrs...)
 	return ctx, func(err error) {
 		if err != nil {
 			span.RecordError(err)
