@@ -5,7 +5,7 @@ VERSION   := $(VERSION)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules
+.PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules image
 
 all: build rules
 
@@ -31,6 +31,17 @@ release:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/turnout-$(VERSION)-linux-armv7 ./cmd/turnout
 	cd $(RELEASE_DIR) && sha256sum turnout-$(VERSION)-linux-amd64 turnout-$(VERSION)-linux-arm64 turnout-$(VERSION)-linux-armv7 > SHA256SUMS
 	$(GO) run ./scripts/releasecheck -version '$(VERSION)' $(RELEASE_DIR)
+
+# The container image (Dockerfile): the binary as `make build` makes it and the stock rules, on
+# distroless/static, as $(IMAGE), with docker or else podman.
+IMAGE ?= turnout:$(VERSION)
+
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then engine=docker; \
+	elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then engine=podman; \
+	else echo "make image: needs docker with a running engine, or podman; neither works here (docker info / podman info fail)." >&2; exit 1; fi; \
+	echo "$$engine build -t $(IMAGE) --build-arg VERSION=$(VERSION) ."; \
+	$$engine build -t '$(IMAGE)' --build-arg 'VERSION=$(VERSION)' .
 
 # Quickstart: embedded MQTT broker on 127.0.0.1:11883, HTTP input on 127.0.0.1:8080,
 # admin (metrics) on 127.0.0.1:9090. Needs nothing but Go.
