@@ -5,7 +5,7 @@ VERSION   := $(VERSION)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
 
-.PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules image
+.PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules image deploy-check
 
 all: build rules
 
@@ -33,13 +33,14 @@ release:
 	$(GO) run ./scripts/releasecheck -version '$(VERSION)' $(RELEASE_DIR)
 
 # The container image (Dockerfile): the binary as `make build` makes it and the stock rules, on
-# distroless/static, as $(IMAGE), with docker or else podman.
+# distroless/static, as $(IMAGE), with docker or else podman. The Dockerfile is checked without
+# either by `make deploy-check` (BuildKit's linter; the image's file system run as uid 65532).
 IMAGE ?= turnout:$(VERSION)
 
 image:
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then engine=docker; \
 	elif command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then engine=podman; \
-	else echo "make image: needs docker with a running engine, or podman; neither works here (docker info / podman info fail)." >&2; exit 1; fi; \
+	else echo "make image: needs docker with a running engine, or podman; neither works here (docker info / podman info fail). make deploy-check checks the Dockerfile without them." >&2; exit 1; fi; \
 	echo "$$engine build -t $(IMAGE) --build-arg VERSION=$(VERSION) ."; \
 	$$engine build -t '$(IMAGE)' --build-arg 'VERSION=$(VERSION)' .
 
@@ -51,6 +52,14 @@ run: build rules
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# The deployment kit (deploy/, a Go module of its own so that the Kubernetes and BuildKit
+# libraries stay out of turnout's go.mod): the Dockerfile linted and its image's file system run,
+# the kustomizations rendered, decoded strictly and checked against their configuration (which
+# `turnout validate` checks). gofmt is fmt-check's (git ls-files covers deploy/); `go vet ./...`
+# at the root does not enter a nested module, so it runs here.
+deploy-check:
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
 vet:
 	$(GO) vet ./...
 
@@ -60,7 +69,7 @@ brokers:
 	bash scripts/brokers.sh
 
 # Unit and integration tests, against the real brokers.
-test: brokers fmt-check vet
+test: brokers fmt-check vet deploy-check
 	$(GO) test -race -timeout 20m ./...
 
 # Benchmarks: the rule call path, the engine, the file output and the spool; figures go to
