@@ -29,10 +29,12 @@ ARG TARGETOS=linux
 ARG TARGETARCH
 ARG TARGETVARIANT
 # `make build` and `make rules`, as on a workstation: the binary static (CGO_ENABLED=0),
-# -trimpath, stamped with VERSION; the rules are wasip1 modules, the same for every platform.
+# -trimpath, stamped with VERSION, with the OpenTelemetry exporter (TAGS=otel: the cloud has
+# collectors; the device release binaries go without); the rules are wasip1 modules, the same
+# for every platform.
 # build/image-data becomes the data volume's mount point, owned by the nonroot user.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    GOOS="$TARGETOS" GOARCH="$TARGETARCH" GOARM="${TARGETVARIANT#v}" make build VERSION="$VERSION" \
+    GOOS="$TARGETOS" GOARCH="$TARGETARCH" GOARM="${TARGETVARIANT#v}" make build VERSION="$VERSION" TAGS=otel \
     && make rules \
     && mkdir -p build/image-data
 

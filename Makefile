@@ -4,6 +4,9 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 VERSION   := $(VERSION)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := build/turnout
+# Build tags for `make build`: TAGS=otel compiles in the OpenTelemetry exporter (tracing block,
+# docs/configuration.md); the container image is built with it, the release binaries without.
+TAGS      ?=
 
 .PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules image deploy-check
 
@@ -13,7 +16,7 @@ all: build rules
 include filters/rules.mk
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnout
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnout
 
 # Release binaries for the device edition and the cloud: static (CGO_ENABLED=0) linux/amd64,
 # linux/arm64 and linux/arm/v7 builds of cmd/turnout, stamped like `make build`, as
@@ -62,6 +65,7 @@ deploy-check:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags otel ./internal/tracing/ ./cmd/turnout/
 
 # The brokers the integration tests talk to: installs what is missing, starts what is stopped,
 # enables RabbitMQ's AMQP 1.0 plugin and waits until every broker answers (idempotent).
@@ -71,11 +75,14 @@ brokers:
 # Unit and integration tests, against the real brokers.
 test: brokers fmt-check vet deploy-check
 	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -tags otel ./internal/tracing/
+	$(GO) test -race -tags otel -run 'Tracing' ./cmd/turnout/
 
-# Benchmarks: the rule call path, the engine, the file output and the spool; figures go to
-# docs/benchmarks.md.
+# Benchmarks: the rule call path, the engine, the file output, the spool and tracing; figures go
+# to docs/benchmarks.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/ ./spool/
+	$(GO) test -tags otel -run '^$$' -bench . -benchmem -count 1 ./internal/tracing/
 
 # End-to-end benchmark through the local brokers (a private mosquitto, RabbitMQ on 127.0.0.1:5672
 # with AMQP 1.0, nats-server with JetStream on 127.0.0.1:4222; see scripts/brokers.sh; Kafka is

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"context"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,6 +185,13 @@ func TestImageRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	argv := append(append([]string{}, img.entrypoint...), img.cmd...)
+	// The image is the cloud edition: its binary has the OpenTelemetry exporter (build tag otel),
+	// so a tracing block in a mounted configuration works (docs/configuration.md, tracing).
+	if bi, err := buildinfo.ReadFile(filepath.Join(img.root, img.entrypoint[0])); err != nil {
+		t.Fatalf("the image's binary %s: %v", img.entrypoint[0], err)
+	} else if tags := buildSetting(bi, "-tags"); !slices.Contains(strings.Split(tags, ","), "otel") {
+		t.Errorf("the image's binary was built with tags %q, want otel (make build TAGS=otel)", tags)
+	}
 	configPath, ok := configArg(argv)
 	if !ok {
 		t.Fatalf("the image's command %v names no configuration (-c)", argv)
@@ -301,6 +311,16 @@ func TestImageRuns(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Errorf("turnout still runs 20 s after SIGTERM")
 	}
+}
+
+// buildSetting returns the value of a build setting of bi, "" when absent.
+func buildSetting(bi *debug.BuildInfo, key string) string {
+	for _, s := range bi.Settings {
+		if s.Key == key {
+			return s.Value
+		}
+	}
+	return ""
 }
 
 func get(url string) (int, string) {
