@@ -8,7 +8,7 @@ BIN       := build/turnout
 # docs/configuration.md); the container image is built with it, the release binaries without.
 TAGS      ?=
 
-.PHONY: all build release run test brokers vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules image deploy-check
+.PHONY: all build release run test brokers toolchains vet fmt-check bench bench-e2e bench-footprint reliability fuzz clean rules image deploy-check
 
 all: build rules
 
@@ -72,8 +72,12 @@ vet:
 brokers:
 	bash scripts/brokers.sh
 
+# The compilers of the rule SDKs beyond Go (scripts/toolchains.d: one script per language).
+toolchains:
+	bash scripts/toolchains.sh
+
 # Unit and integration tests, against the real brokers.
-test: brokers fmt-check vet deploy-check
+test: brokers toolchains fmt-check vet deploy-check
 	$(GO) test -race -timeout 20m ./...
 	$(GO) test -race -tags otel ./internal/tracing/
 	$(GO) test -race -tags otel -run 'Tracing' ./cmd/turnout/
