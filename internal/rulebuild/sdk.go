@@ -40,5 +40,11 @@ func SDKs() []SDK {
 	return append([]SDK{goSDK}, sdks...)
 }
 
-// goSDK builds filters/rules/<rule> with the Go toolchain (Build).
-var goSDK = SDK{Name: "go", Build: func(rule string) ([]byte, error) { return Build("filters/rules/" + rule) }}
+// goSDK builds filters/rules/<rule> with the Go toolchain (Build); the conformance rule, which is
+// no stock rule, is filters/sdk/testdata/conform.
+var goSDK = SDK{Name: "go", Build: func(rule string) ([]byte, error) {
+	if rule == "conform" {
+		return Build("filters/sdk/testdata/conform")
+	}
+	return Build("filters/rules/" + rule)
+}}
