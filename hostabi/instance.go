@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -31,6 +32,14 @@ type instance struct {
 	out            *capture
 	outputs        map[string][]string // decoded output lists, keyed by their encoding
 	abi            int32               // what turnout_abi_version returned
+
+	// The CPU guard (watchdog.go), for rules with a timeout. interrupt is the instance's
+	// interrupt flag; deadline is the running call's deadline in nanoseconds since epoch, 0
+	// between calls, interrupted once the watchdog raised the flag; timedOut records that for
+	// the failed call's classification.
+	interrupt api.MutableGlobal
+	deadline  atomic.Int64
+	timedOut  bool
 }
 
 // maxOutputLists bounds the per-instance cache of decoded output lists.

@@ -10,6 +10,8 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/turnout-router/turnout/hostabi/internal/guard"
 )
 
 // module is a compiled rule module in a wazero runtime of its own, with the WASI and "turnout"
@@ -34,7 +36,7 @@ type module struct {
 type moduleKey struct {
 	sum   [sha256.Size]byte
 	limit uint32 // memory cap, pages
-	guard bool   // WithCloseOnContextDone: the CPU guard is on
+	guard bool   // the CPU guard is on: the module is compiled instrumented (internal/guard)
 }
 
 // module returns the shared module for key, compiling wasm into a new runtime when no Rule holds
@@ -48,10 +50,18 @@ func (h *Host) module(ctx context.Context, key moduleKey, wasm []byte) (*module,
 		m.refs++
 		return m, nil
 	}
+	if key.guard {
+		// The CPU guard: checks of an interrupt flag at every function entry and loop head,
+		// which the rule's watchdog raises when a call overruns (watchdog.go). It replaces
+		// wazero's close-on-context-done, whose goroutine and timer per call cost 7 µs.
+		var err error
+		if wasm, err = guard.Instrument(wasm); err != nil {
+			return nil, err
+		}
+	}
 	cfg := wazero.NewRuntimeConfigCompiler().
 		WithCompilationCache(h.cache).
-		WithMemoryLimitPages(key.limit).
-		WithCloseOnContextDone(key.guard)
+		WithMemoryLimitPages(key.limit)
 	m := &module{key: key, rt: wazero.NewRuntimeWithConfig(ctx, cfg)}
 	var err error
 	if m.compiled, err = m.rt.CompileModule(ctx, wasm); err != nil {

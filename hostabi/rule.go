@@ -20,9 +20,9 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
-	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/hostabi/internal/guard"
 	"github.com/turnout-router/turnout/hostabi/wire"
 )
 
@@ -74,9 +74,10 @@ type Rule struct {
 	duration  prometheus.Observer
 	instances prometheus.Gauge
 
-	mu     sync.Mutex
-	live   map[*instance]struct{} // every live instance, idle or busy; mu
-	closed bool                   // mu
+	mu        sync.Mutex
+	live      map[*instance]struct{} // every live instance, idle or busy; mu
+	closed    bool                   // mu
+	stopWatch chan struct{}          // closed to stop the watchdog; nil without a timeout
 }
 
 var _ engine.Rule = (*Rule)(nil)
@@ -240,6 +241,10 @@ func (h *Host) Load(ctx context.Context, wasm []byte, o RuleOptions) (*Rule, err
 	r.abiVersion = inst.abi
 	r.instances.Inc()
 	r.idle <- inst
+	if r.timeout > 0 {
+		r.stopWatch = make(chan struct{})
+		go r.watch(r.stopWatch)
+	}
 	ok = true
 	r.logger.Debug("rule loaded", "pool", pool, "memory_limit_pages", r.limit, "timeout", r.timeout, "grow_after", r.growAfter)
 	return r, nil
@@ -400,6 +405,18 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 		_ = mod.Close(context.Background())
 		return nil, &LoadError{Code: code, Detail: fmt.Sprintf(format+"%s", append(args, out.suffix())...)}
 	}
+	var stopInit func() bool
+	if r.timeout > 0 {
+		g, ok := mod.ExportedGlobal(guard.Export).(api.MutableGlobal)
+		if !ok {
+			return fail(CodeInitFailed, "the instrumented module lacks its interrupt global %s", guard.Export)
+		}
+		inst.interrupt = g
+		// Starting is not timed (a Go guest's runtime takes milliseconds), but ctx ending stops
+		// it, as a cancelled Load or shutdown expects.
+		stopInit = context.AfterFunc(ctx, func() { g.Set(1) })
+		defer stopInit()
+	}
 	if r.hasInitialize {
 		if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {
 			return fail(CodeInitFailed, "_initialize: %v", err)
@@ -432,6 +449,10 @@ func (r *Rule) newInstance(ctx context.Context) (*instance, error) {
 			}
 			return fail(CodeInitFailed, "init refused the configuration: %s", msg)
 		}
+	}
+	if stopInit != nil && !stopInit() {
+		// ctx ended while the instance started: its flag is raised, it cannot serve.
+		return fail(CodeInitFailed, "interrupted while starting: %v", ctx.Err())
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -544,13 +565,20 @@ func (r *Rule) Decide(ctx context.Context, e *event.Event) (engine.Decision, err
 	if err != nil {
 		return engine.Decision{}, err
 	}
-	callCtx := ctx
 	if r.timeout > 0 {
-		var cancel context.CancelFunc
-		callCtx, cancel = context.WithTimeout(ctx, r.timeout)
-		defer cancel()
+		inst.deadline.Store(int64(start.Sub(epoch) + r.timeout))
 	}
-	d, err := inst.decide(callCtx, e)
+	d, err := inst.decide(ctx, e)
+	if r.timeout > 0 && inst.deadline.Swap(0) == interrupted {
+		// The watchdog raised the flag: the instance traps at its next check, so it is not
+		// used again, even when the call returned before it saw the flag.
+		inst.timedOut = true
+		if err == nil {
+			r.discard(inst)
+			r.duration.Observe(time.Since(start).Seconds())
+			return d, nil
+		}
+	}
 	if err != nil {
 		re := r.classify(ctx, inst, err)
 		r.discard(inst)
@@ -569,14 +597,8 @@ func (r *Rule) classify(ctx context.Context, inst *instance, err error) *engine.
 	if errors.As(err, &de) {
 		return &engine.RuleError{Kind: "decode", Err: fmt.Errorf("rule %s: %w", r.name, err)}
 	}
-	var ee *sys.ExitError
-	if errors.As(err, &ee) {
-		switch ee.ExitCode() {
-		case sys.ExitCodeDeadlineExceeded:
-			return &engine.RuleError{Kind: "timeout", Err: fmt.Errorf("rule %s: call exceeded %v: %w", r.name, r.timeout, context.DeadlineExceeded)}
-		case sys.ExitCodeContextCanceled:
-			return &engine.RuleError{Kind: "timeout", Err: fmt.Errorf("rule %s: call cancelled: %w", r.name, context.Canceled)}
-		}
+	if inst.timedOut {
+		return &engine.RuleError{Kind: "timeout", Err: fmt.Errorf("rule %s: call exceeded %v: %w", r.name, r.timeout, context.DeadlineExceeded)}
 	}
 	// A memory-cap hit surfaces as a trap (or a Go guest's "out of memory" exit) with the memory
 	// at, or within one 4 MiB growth step of, the cap.
@@ -611,6 +633,9 @@ func (r *Rule) closeInstances() bool {
 		return false
 	}
 	r.closed = true
+	if r.stopWatch != nil {
+		close(r.stopWatch)
+	}
 	for inst := range r.live {
 		r.mod.rules.Delete(inst.mod)
 		_ = inst.mod.Close(context.Background())
