@@ -15,7 +15,6 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -288,7 +287,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		if err := b.srv.AddListener(listeners.NewNet(id, l)); err != nil {
+		if err := b.srv.AddListener(newBrokerListener(id, l, &b.srv.Listeners.ClientsWg)); err != nil {
 			closeAll()
 			_ = b.srv.Close()
 			return fmt.Errorf("mqtt broker listener %s: %w", id, err)
