@@ -13,9 +13,10 @@ TAGS      ?=
 all: build rules
 
 # The stock rules, built to build/rules/<name>.wasm with the standard Go toolchain, and the
-# AssemblyScript SDK's to build/rules/assemblyscript/<name>.wasm.
+# AssemblyScript and Rust SDKs' to build/rules/{assemblyscript,rust}/<name>.wasm.
 include filters/rules.mk
 include filters/sdk-as/rules.mk
+include filters/sdk-rust/rules.mk
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/turnout

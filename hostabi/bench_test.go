@@ -9,6 +9,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/rulebuild"
 )
 
 // benchConfig routes on type prefix, an extension and the subject suffix; the bench event
@@ -31,24 +32,37 @@ func benchEvent() *event.Event {
 	return &e
 }
 
+// BenchmarkRule is the rule call path for every SDK's build of the stock rule attrroute: one
+// call incl. encoding the event and decoding the decision, without and with the CPU guard. It
+// reports the module's size and an instance's memory after the calls, so `make bench` prints
+// the table of docs/benchmarks.md ("Rules per SDK").
 func BenchmarkRule(b *testing.B) {
-	for _, bc := range []struct {
-		name    string
-		timeout time.Duration
-	}{{"no-guard", 0}, {"cpu-guard", time.Second}} {
-		b.Run(bc.name, func(b *testing.B) {
-			h := newTestHost(b)
-			r := h.load(b, buildRule(b, "filters/rules/attrroute"), RuleOptions{Name: "bench", Config: []byte(benchConfig), Timeout: bc.timeout, PoolSize: 1})
-			e := benchEvent()
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				d, err := r.Decide(ctx, e)
-				if err != nil || len(d.Outputs) != 1 || d.Outputs[0] != "north" {
-					b.Fatalf("%+v %v", d, err)
+	for _, sdk := range rulebuild.SDKs() {
+		for _, bc := range []struct {
+			name    string
+			timeout time.Duration
+		}{{"no-guard", 0}, {"cpu-guard", time.Second}} {
+			b.Run(sdk.Name+"/attrroute/"+bc.name, func(b *testing.B) {
+				wasm := sdkBuild(b, sdk, "attrroute")
+				h := newTestHost(b)
+				r := h.load(b, wasm, RuleOptions{Name: "bench", Config: []byte(benchConfig), Timeout: bc.timeout, PoolSize: 1})
+				e := benchEvent()
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					d, err := r.Decide(ctx, e)
+					if err != nil || len(d.Outputs) != 1 || d.Outputs[0] != "north" {
+						b.Fatalf("%+v %v", d, err)
+					}
 				}
-			}
-		})
+				b.ReportMetric(float64(len(wasm))/1024, "module-KiB")
+				r.mu.Lock()
+				for inst := range r.live {
+					b.ReportMetric(float64(inst.mem.Size())/1024, "memory-KiB")
+				}
+				r.mu.Unlock()
+			})
+		}
 	}
 }
 

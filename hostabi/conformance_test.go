@@ -25,7 +25,7 @@ import (
 
 // sdkBuild builds rule with sdk, or ends the test when the SDK's compiler is missing (a failure
 // in CI).
-func sdkBuild(t *testing.T, sdk rulebuild.SDK, rule string) []byte {
+func sdkBuild(t testing.TB, sdk rulebuild.SDK, rule string) []byte {
 	t.Helper()
 	wasm, err := sdk.Build(rule)
 	if errors.Is(err, rulebuild.ErrToolchain) {

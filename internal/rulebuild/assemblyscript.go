@@ -81,37 +81,19 @@ func BuildASDir(dir string) ([]byte, error) {
 		fmt.Fprintf(h, "%s %d\n", f, len(b))
 		h.Write(b)
 	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
-	cacheDir := filepath.Join(os.TempDir(), "turnout-rules")
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
-	}
-	out := filepath.Join(cacheDir, strings.ReplaceAll(dir, "/", "_")+"-"+key+".wasm")
-	if b, err := os.ReadFile(out); err == nil {
-		asBuilt[dir] = b
-		return b, nil
-	}
-
-	if err := asToolchain(sdk, cacheDir); err != nil {
+	b, err := cached(dir, hex.EncodeToString(h.Sum(nil))[:16], func(tmp string) error {
+		if err := asToolchain(sdk, filepath.Join(os.TempDir(), "turnout-rules")); err != nil {
+			return err
+		}
+		cmd := exec.Command("npx", append([]string{"--no", "--", "asc", entry, "-o", tmp}, asFlags...)...)
+		cmd.Dir = sdk
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("rulebuild: asc %s (in %s): %w\n%s", entry, ASSDKDir, err, msg)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	tmp, err := os.CreateTemp(cacheDir, "build-*.wasm")
-	if err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
-	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
-	cmd := exec.Command("npx", append([]string{"--no", "--", "asc", entry, "-o", tmp.Name()}, asFlags...)...)
-	cmd.Dir = sdk
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("rulebuild: asc %s (in %s): %w\n%s", entry, ASSDKDir, err, msg)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
 	}
 	asBuilt[dir] = b
 	return b, nil

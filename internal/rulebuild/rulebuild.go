@@ -68,14 +68,33 @@ func Build(pkgDir string) ([]byte, error) {
 			return nil, fmt.Errorf("rulebuild %s: %w", pkgDir, err)
 		}
 	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
+	b, err := cached(pkgDir, hex.EncodeToString(h.Sum(nil))[:16], func(tmp string) error {
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", tmp, "./"+pkgDir)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("rulebuild: go build %s: %w\n%s", pkgDir, err, msg)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	built[pkgDir] = b
+	return b, nil
+}
+
+// cached returns the module cached under os.TempDir()/turnout-rules for dir (the rule's
+// directory) and key (the hash of everything the build reads), or makes it: build writes the
+// module to the file tmp, which is renamed into the cache only once build succeeded, so a cached
+// file is always complete and concurrent test processes never read half a module.
+func cached(dir, key string, build func(tmp string) error) ([]byte, error) {
 	cacheDir := filepath.Join(os.TempDir(), "turnout-rules")
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("rulebuild: %w", err)
 	}
-	out := filepath.Join(cacheDir, strings.ReplaceAll(pkgDir, "/", "_")+"-"+key+".wasm")
+	out := filepath.Join(cacheDir, strings.ReplaceAll(dir, "/", "_")+"-"+key+".wasm")
 	if b, err := os.ReadFile(out); err == nil {
-		built[pkgDir] = b
 		return b, nil
 	}
 	tmp, err := os.CreateTemp(cacheDir, "build-*.wasm")
@@ -84,11 +103,8 @@ func Build(pkgDir string) ([]byte, error) {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", tmp.Name(), "./"+pkgDir)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("rulebuild: go build %s: %w\n%s", pkgDir, err, msg)
+	if err := build(tmp.Name()); err != nil {
+		return nil, err
 	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return nil, fmt.Errorf("rulebuild: %w", err)
@@ -97,7 +113,6 @@ func Build(pkgDir string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rulebuild: %w", err)
 	}
-	built[pkgDir] = b
 	return b, nil
 }
 

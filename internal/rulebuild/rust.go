@@ -81,36 +81,19 @@ func BuildRustDir(dir string) ([]byte, error) {
 			return nil, fmt.Errorf("rulebuild rust %s: %w", dir, err)
 		}
 	}
-	key := hex.EncodeToString(h.Sum(nil))[:16]
-	cacheDir := filepath.Join(os.TempDir(), "turnout-rules")
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
-	}
-	out := filepath.Join(cacheDir, strings.ReplaceAll(dir, "/", "_")+"-"+key+".wasm")
-	if b, err := os.ReadFile(out); err == nil {
-		rustBuilt[dir] = b
-		return b, nil
-	}
-	tmp, err := os.CreateTemp(cacheDir, "build-*.wasm")
-	if err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
-	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
-	cmd := exec.Command("bash", script, filepath.Join(root, dir), tmp.Name())
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		// Debian's rustc links with rust-lld, a link to lld-14, which is a package of its own.
-		if linkerMissing.Match(msg) || bytes.Contains(msg, []byte("could not exec the linker")) {
-			return nil, fmt.Errorf("rulebuild rust %s: no linker for wasm32-unknown-unknown: %w; %s\n%s", dir, ErrToolchain, rustInstallHint, msg)
+	b, err := cached(dir, hex.EncodeToString(h.Sum(nil))[:16], func(tmp string) error {
+		cmd := exec.Command("bash", script, filepath.Join(root, dir), tmp)
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			// Debian's rustc links with rust-lld, a link to lld-14, which is a package of its own.
+			if linkerMissing.Match(msg) || bytes.Contains(msg, []byte("could not exec the linker")) {
+				return fmt.Errorf("rulebuild rust %s: no linker for wasm32-unknown-unknown: %w; %s\n%s", dir, ErrToolchain, rustInstallHint, msg)
+			}
+			return fmt.Errorf("rulebuild rust %s: build.sh: %w\n%s", dir, err, msg)
 		}
-		return nil, fmt.Errorf("rulebuild rust %s: build.sh: %w\n%s", dir, err, msg)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
-	}
-	b, err := os.ReadFile(out)
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("rulebuild: %w", err)
+		return nil, err
 	}
 	rustBuilt[dir] = b
 	return b, nil
