@@ -1,7 +1,8 @@
 // Package guard instruments a WebAssembly module so that the host can stop a call that runs too
 // long without a goroutine and a timer per call. It adds two mutable i32 globals, a countdown
-// and an interrupt flag (exported as Export), and at the entry of every function and the head of
-// every loop, which every unbounded computation passes through, a check:
+// and an interrupt flag (exported as Export), and at the head of every loop and the entry of
+// every function that may call itself (see instrumentCode), which every unbounded computation
+// passes through, a check:
 //
 //	countdown -= 1
 //	if countdown == 0 {
@@ -66,16 +67,16 @@ func Instrument(wasm []byte) ([]byte, error) {
 		secs = append(secs, section{id, payload})
 	}
 
-	importedGlobals, definedGlobals := 0, 0
+	importedFuncs, importedGlobals, definedGlobals := 0, 0, 0
 	hasGlobal, hasExport, hasMemory := false, false, false
 	for _, s := range secs {
 		switch s.id {
 		case secImport:
-			n, mems, err := countImports(s.payload)
+			fns, n, mems, err := countImports(s.payload)
 			if err != nil {
 				return nil, fmt.Errorf("guard: import section: %w", err)
 			}
-			importedGlobals = n
+			importedFuncs, importedGlobals = fns, n
 			hasMemory = hasMemory || mems > 0
 		case secGlobal:
 			r := reader{b: s.payload}
@@ -162,7 +163,7 @@ func Instrument(wasm []byte) ([]byte, error) {
 			}
 			emit(secExport, p)
 		case secCode:
-			p, err := instrumentCode(s.payload, check)
+			p, err := instrumentCode(s.payload, check, uint32(importedFuncs))
 			if err != nil {
 				return nil, fmt.Errorf("guard: code section: %w", err)
 			}
@@ -180,8 +181,9 @@ func Instrument(wasm []byte) ([]byte, error) {
 	return out, nil
 }
 
-// countImports returns how many imports of the import section are globals and memories.
-func countImports(p []byte) (globals, memories int, err error) {
+// countImports returns how many imports of the import section are functions, globals and
+// memories.
+func countImports(p []byte) (funcs, globals, memories int, err error) {
 	r := reader{b: p}
 	n := r.u32()
 	for i := uint32(0); i < n && r.err == nil; i++ {
@@ -190,6 +192,7 @@ func countImports(p []byte) (globals, memories int, err error) {
 		switch kind := r.byte(); kind {
 		case 0x00: // function: type index
 			r.u32()
+			funcs++
 		case 0x01: // table: reference type, limits
 			r.heapType()
 			r.limits()
@@ -204,10 +207,10 @@ func countImports(p []byte) (globals, memories int, err error) {
 			r.byte()
 			r.u32()
 		default:
-			return 0, 0, fmt.Errorf("import %d: unknown kind %#x", i, kind)
+			return 0, 0, 0, fmt.Errorf("import %d: unknown kind %#x", i, kind)
 		}
 	}
-	return globals, memories, r.err
+	return funcs, globals, memories, r.err
 }
 
 // appendVecItems returns the vector payload p (count, items) with n more items, encoded in
@@ -238,13 +241,23 @@ func appendExport(p, item []byte) ([]byte, error) {
 	return appendVecItems(p, 1, item), nil
 }
 
-// instrumentCode inserts check at the start of every function body and after every loop
-// instruction.
-func instrumentCode(p []byte, check []byte) ([]byte, error) {
+// instrumentCode inserts check after every loop instruction, and at the start of the body of
+// every function that may call itself: one in a cycle of the module's direct calls, or one that
+// calls indirectly (its callee is not known). Any endless computation either loops, and passes a
+// loop head at each iteration, or calls without end, and so goes round a cycle of calls, which
+// has a function of the first kind on it or one of the second. A function that is in no cycle,
+// and whose own loops are checked, needs no check at its entry: skipping those spares the small
+// helpers that compiled code calls most often (half the guard's cost on the stock rule's
+// AssemblyScript and Rust builds). importedFuncs is the number of imported functions, which
+// come first in the function index space and have no body here.
+func instrumentCode(p []byte, check []byte, importedFuncs uint32) ([]byte, error) {
 	r := reader{b: p}
 	n := r.u32()
-	out := appendU32(make([]byte, 0, len(p)+len(p)/8), n)
-	var body []byte
+	if r.err != nil {
+		return nil, r.err
+	}
+	bodies := make([][]byte, 0, min(n, uint32(len(p))))
+	starts := make([]int, 0, cap(bodies))
 	for i := uint32(0); i < n; i++ {
 		size := r.u32()
 		start := r.off
@@ -252,23 +265,140 @@ func instrumentCode(p []byte, check []byte) ([]byte, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("function body %d: %w", i, r.err)
 		}
-		var err error
-		body, err = instrumentBody(body[:0], code, check)
-		if err != nil {
-			return nil, fmt.Errorf("function body %d (section offset %d): %w", i, start, err)
-		}
-		out = appendU32(out, uint32(len(body)))
-		out = append(out, body...)
+		bodies, starts = append(bodies, code), append(starts, start)
 	}
 	if r.off != len(p) {
 		return nil, errors.New("trailing bytes after the function bodies")
 	}
+	calls := make([][]uint32, len(bodies))
+	entry := make([]bool, len(bodies))
+	for i, code := range bodies {
+		var err error
+		calls[i], entry[i], err = scanCalls(code, importedFuncs, uint32(len(bodies)))
+		if err != nil {
+			return nil, fmt.Errorf("function body %d (section offset %d): %w", i, starts[i], err)
+		}
+	}
+	for i, cyclic := range inCycle(calls) {
+		entry[i] = entry[i] || cyclic
+	}
+	out := appendU32(make([]byte, 0, len(p)+len(p)/8), n)
+	var body []byte
+	for i, code := range bodies {
+		var err error
+		body, err = instrumentBody(body[:0], code, check, entry[i])
+		if err != nil {
+			return nil, fmt.Errorf("function body %d (section offset %d): %w", i, starts[i], err)
+		}
+		out = appendU32(out, uint32(len(body)))
+		out = append(out, body...)
+	}
 	return out, nil
 }
 
-// instrumentBody appends to out the function body code with check inserted after the locals and
-// after every loop's block type.
-func instrumentBody(out, code, check []byte) ([]byte, error) {
+// scanCalls returns the defined functions (indexes among the n bodies) that the function body
+// code calls directly, and whether it calls indirectly.
+func scanCalls(code []byte, importedFuncs, n uint32) (callees []uint32, indirect bool, err error) {
+	r, err := afterLocals(code)
+	if err != nil {
+		return nil, false, err
+	}
+	for r.off < len(code) {
+		at := r.off
+		op := r.byte()
+		switch op {
+		case 0x10, 0x12: // call, return_call
+			f := r.u32()
+			if r.err == nil && f >= importedFuncs && f-importedFuncs < n {
+				callees = append(callees, f-importedFuncs)
+			}
+			continue
+		case 0x11, 0x13, 0x14, 0x15: // call_indirect, return_call_indirect, call_ref, return_call_ref
+			indirect = true
+		}
+		if err := r.immediates(op); err != nil {
+			return nil, false, fmt.Errorf("instruction %#x at offset %d: %w", op, at, err)
+		}
+		if r.err != nil {
+			return nil, false, fmt.Errorf("instruction %#x at offset %d: %w", op, at, r.err)
+		}
+	}
+	return callees, indirect, r.err
+}
+
+// inCycle reports, for each node of the graph given by its edges, whether it is on a cycle: in a
+// strongly connected component of more than one node, or calling itself (Tarjan's algorithm,
+// iterative so that a long chain of calls cannot exhaust the stack).
+func inCycle(edges [][]uint32) []bool {
+	n := len(edges)
+	const unvisited = -1
+	index, low := make([]int, n), make([]int, n)
+	for i := range index {
+		index[i] = unvisited
+	}
+	onStack := make([]bool, n)
+	cyclic := make([]bool, n)
+	var stack []int
+	type frame struct{ v, next int }
+	next := 0
+	for root := range n {
+		if index[root] != unvisited {
+			continue
+		}
+		call := []frame{{root, 0}}
+		index[root], low[root] = next, next
+		next++
+		stack = append(stack, root)
+		onStack[root] = true
+		for len(call) > 0 {
+			f := &call[len(call)-1]
+			if f.next < len(edges[f.v]) {
+				w := int(edges[f.v][f.next])
+				f.next++
+				if w == f.v {
+					cyclic[w] = true
+				}
+				switch {
+				case index[w] == unvisited:
+					index[w], low[w] = next, next
+					next++
+					stack = append(stack, w)
+					onStack[w] = true
+					call = append(call, frame{w, 0})
+				case onStack[w]:
+					low[f.v] = min(low[f.v], index[w])
+				}
+				continue
+			}
+			v := f.v
+			call = call[:len(call)-1]
+			if len(call) > 0 {
+				u := call[len(call)-1].v
+				low[u] = min(low[u], low[v])
+			}
+			if low[v] == index[v] { // v roots a component: pop it
+				i := len(stack) - 1
+				for stack[i] != v {
+					i--
+				}
+				if len(stack)-i > 1 {
+					for _, w := range stack[i:] {
+						cyclic[w] = true
+					}
+				}
+				for _, w := range stack[i:] {
+					onStack[w] = false
+				}
+				stack = stack[:i]
+			}
+		}
+	}
+	return cyclic
+}
+
+// afterLocals returns a reader of the function body code positioned after its local
+// declarations, at the first instruction.
+func afterLocals(code []byte) (reader, error) {
 	r := reader{b: code}
 	groups := r.u32()
 	for i := uint32(0); i < groups; i++ {
@@ -276,10 +406,22 @@ func instrumentBody(out, code, check []byte) ([]byte, error) {
 		r.valType()
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("locals: %w", r.err)
+		return r, fmt.Errorf("locals: %w", r.err)
+	}
+	return r, nil
+}
+
+// instrumentBody appends to out the function body code with check inserted after every loop's
+// block type and, if entry is set, after the locals.
+func instrumentBody(out, code, check []byte, entry bool) ([]byte, error) {
+	r, err := afterLocals(code)
+	if err != nil {
+		return nil, err
 	}
 	out = append(out, code[:r.off]...)
-	out = append(out, check...)
+	if entry {
+		out = append(out, check...)
+	}
 	copied := r.off
 	for r.off < len(code) {
 		at := r.off

@@ -182,3 +182,75 @@ func FuzzInstrument(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckPlacement: a check goes at every loop head, and at the entry of a function only when
+// it may call itself: it is on a cycle of direct calls, or calls indirectly. A function that
+// neither loops nor recurses runs in bounded time.
+func TestCheckPlacement(t *testing.T) {
+	check := []byte{0xaa, 0xbb} // a marker: instrumentBody copies it as it is
+	const (
+		call, returnCall, callIndirect = 0x10, 0x12, 0x11
+		end, drop                      = 0x0b, 0x1a
+	)
+	leaf := []byte{0x41, 0x07, end}
+	for _, tc := range []struct {
+		name    string
+		imports uint32   // imported functions, numbered before the bodies
+		bodies  [][]byte // after the (empty) locals
+		checked []bool   // whether each body gets an entry check
+	}{
+		{"leaf", 0, [][]byte{leaf}, []bool{false}},
+		{"a chain of calls", 0, [][]byte{{call, 1, end}, {call, 2, end}, leaf}, []bool{false, false, false}},
+		{"calls itself", 0, [][]byte{{call, 0, end}}, []bool{true}},
+		{"tail-calls itself", 0, [][]byte{{returnCall, 0, end}}, []bool{true}},
+		{"a cycle and a caller of it", 0, [][]byte{{call, 1, end}, {call, 0, end}, {call, 0, end}}, []bool{true, true, false}},
+		{"a cycle of three after a chain", 0, [][]byte{{call, 1, end}, {call, 2, end}, {call, 3, end}, {call, 1, end}}, []bool{false, true, true, true}},
+		{"calls indirectly", 0, [][]byte{{0x41, 0x00, callIndirect, 0x00, 0x00, end}}, []bool{true}},
+		{"calls an import", 1, [][]byte{{call, 0, end}}, []bool{false}},
+		{"calls itself after imports", 1, [][]byte{{call, 1, end}}, []bool{true}},
+		{"a call byte inside an immediate", 0, [][]byte{{0x41, call, drop, end}}, []bool{false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := instrumented(t, tc.imports, check, tc.bodies...)
+			for i, body := range got {
+				want := append([]byte{0}, tc.bodies[i]...)
+				if tc.checked[i] {
+					want = append([]byte{0}, append(append([]byte(nil), check...), tc.bodies[i]...)...)
+				}
+				if string(body) != string(want) {
+					t.Errorf("body %d instrumented as % x, want % x", i, body, want)
+				}
+			}
+		})
+	}
+	t.Run("loop head", func(t *testing.T) {
+		got := instrumented(t, 0, check, spin)
+		if want := []byte{0, 0x03, 0x40, 0xaa, 0xbb, 0x0c, 0x00, 0x0b, 0x41, 0x00, 0x0b}; string(got[0]) != string(want) {
+			t.Errorf("instrumented as % x, want % x", got[0], want)
+		}
+	})
+}
+
+// instrumented runs instrumentCode on a code section of bodies (each with no locals) and
+// returns the instrumented bodies.
+func instrumented(t *testing.T, imports uint32, check []byte, bodies ...[]byte) [][]byte {
+	t.Helper()
+	sec := appendU32(nil, uint32(len(bodies)))
+	for _, b := range bodies {
+		fn := append([]byte{0}, b...)
+		sec = append(appendU32(sec, uint32(len(fn))), fn...)
+	}
+	out, err := instrumentCode(sec, check, imports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := reader{b: out}
+	got := make([][]byte, r.u32())
+	for i := range got {
+		got[i] = r.bytes(int(r.u32()))
+	}
+	if r.err != nil || r.off != len(out) {
+		t.Fatalf("instrumented code section does not decode: %v", r.err)
+	}
+	return got
+}
