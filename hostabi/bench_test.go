@@ -113,3 +113,37 @@ func BenchmarkNativeAttrRoute(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHostFloor is the host's fixed cost of a rule call: a hand-written rule whose
+// turnout_decide returns a drop decision without reading the event, so what is measured is
+// encoding the event, entering and leaving the guest, decoding the decision and the call's
+// bookkeeping (pool, guard, metrics).
+func BenchmarkHostFloor(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		timeout time.Duration
+	}{{"no-guard", 0}, {"cpu-guard", time.Second}} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := newTestHost(b)
+			r := h.load(b, tinyRule(1, nil).bytes(), RuleOptions{Name: "floor", Timeout: bc.timeout, PoolSize: 1})
+			e := benchEvent()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if d, err := r.Decide(ctx, e); err != nil || d.Action != engine.ActionDrop {
+					b.Fatalf("%+v %v", d, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeEvent is the host's encoding of the bench event into the ABI's event format.
+func BenchmarkEncodeEvent(b *testing.B) {
+	var enc encoder
+	e := benchEvent()
+	b.ReportAllocs()
+	for b.Loop() {
+		enc.encode(e)
+	}
+}

@@ -82,7 +82,7 @@ func NewHost(_ context.Context, o Options) (*Host, error) {
 	}
 	if h.m.duration, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "turnout_rule_duration_seconds",
-		Help:    "Time a rule call took, including event encoding and decision decoding.",
+		Help:    "Time a rule call took, including event encoding and decision decoding; observed for one call in 8, chosen at random (count calls with turnout_rule_calls_total).",
 		Buckets: []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1, 1},
 	}, labels)); err != nil {
 		return nil, err

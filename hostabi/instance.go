@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,19 +24,25 @@ type instance struct {
 	fnDecide       api.Function
 	bufPtr, bufCap uint32
 	stack          [1]uint64
-	w              wire.EventWriter
+	enc            encoder
 	dv             wire.DecisionView
 	out            *capture
 	outputs        map[string][]string // decoded output lists, keyed by their encoding
 	abi            int32               // what turnout_abi_version returned
 
 	// The CPU guard (watchdog.go), for rules with a timeout. interrupt is the instance's
-	// interrupt flag; deadline is the running call's deadline in nanoseconds since epoch, 0
-	// between calls, interrupted once the watchdog raised the flag; timedOut records that for
-	// the failed call's classification.
+	// interrupt flag; call is the running call's number (calls counts them), 0 between calls,
+	// interrupted once the watchdog raised the flag; timedOut records that for the failed
+	// call's classification. seenCall and seenAt are the watchdog's: the call it saw running
+	// and when it first saw it (since epoch); only the watchdog touches them, under Rule.mu.
 	interrupt api.MutableGlobal
-	deadline  atomic.Int64
+	call      atomic.Uint64
+	calls     uint64
 	timedOut  bool
+	seenCall  uint64
+	seenAt    time.Duration
+
+	sample uint32 // xorshift state choosing the calls whose duration is observed
 }
 
 // maxOutputLists bounds the per-instance cache of decoded output lists.
@@ -75,11 +78,11 @@ func (inst *instance) write(ctx context.Context, b []byte) error {
 // decide encodes e into the guest, calls turnout_decide and decodes the decision.
 func (inst *instance) decide(ctx context.Context, e *event.Event) (engine.Decision, error) {
 	inst.out.b = inst.out.b[:0]
-	encodeEvent(&inst.w, e)
-	if err := inst.write(ctx, inst.w.Buf); err != nil {
+	ev := inst.enc.encode(e)
+	if err := inst.write(ctx, ev); err != nil {
 		return engine.Decision{}, err
 	}
-	inst.stack[0] = uint64(len(inst.w.Buf))
+	inst.stack[0] = uint64(len(ev))
 	if err := inst.fnDecide.CallWithStack(ctx, inst.stack[:]); err != nil {
 		return engine.Decision{}, err
 	}
@@ -208,161 +211,4 @@ func removeAttribute(c *event.Event, name string) error {
 		return errors.New("not an optional context attribute")
 	}
 	return nil
-}
-
-// encodeEvent writes e into w in the wire format (ABI.md, "Event encoding"). In steady state it
-// does not allocate for events whose source and dataschema are plain URI references and whose
-// extensions are strings, integers or booleans.
-func encodeEvent(w *wire.EventWriter, e *event.Event) {
-	w.Reset()
-	ec, _ := e.Context.(*event.EventContextV1)
-	w.Attr(e.ID())
-	if ec != nil {
-		appendURL(w, &ec.Source.URL)
-	} else {
-		w.Attr(e.Source())
-	}
-	w.Attr(e.SpecVersion())
-	w.Attr(e.Type())
-	optional(w, e.DataContentType())
-	switch {
-	case ec != nil && ec.DataSchema != nil:
-		appendURL(w, &ec.DataSchema.URL)
-	case ec != nil:
-		w.AttrAbsent()
-	default:
-		optional(w, e.DataSchema())
-	}
-	optional(w, e.Subject())
-	if t := e.Time(); !t.IsZero() {
-		pos := w.BeginValue()
-		w.Buf = appendTime(w.Buf, t)
-		w.EndValue(pos)
-	} else {
-		w.AttrAbsent()
-	}
-	w.Extensions()
-	exts := map[string]any(nil)
-	if ec != nil {
-		exts = ec.Extensions // e.Extensions() returns a copy
-	} else {
-		exts = e.Extensions()
-	}
-	for name, v := range exts {
-		switch v := v.(type) {
-		case string:
-			w.Extension(name, v)
-		case int32:
-			w.ExtensionName(name)
-			pos := w.BeginValue()
-			w.Buf = strconv.AppendInt(w.Buf, int64(v), 10)
-			w.EndValue(pos)
-		case bool:
-			w.ExtensionName(name)
-			pos := w.BeginValue()
-			w.Buf = strconv.AppendBool(w.Buf, v)
-			w.EndValue(pos)
-		default:
-			s, err := types.Format(v)
-			if err != nil {
-				s = fmt.Sprint(v)
-			}
-			w.Extension(name, s)
-		}
-	}
-	d := e.Data()
-	w.Data(d, d != nil)
-}
-
-func optional(w *wire.EventWriter, s string) {
-	if s == "" {
-		w.AttrAbsent()
-	} else {
-		w.Attr(s)
-	}
-}
-
-// appendURL writes u as url.URL.String would, without allocating for the common shapes
-// (scheme:opaque, scheme://host/path, relative path) made of characters String leaves as they are.
-func appendURL(w *wire.EventWriter, u *url.URL) {
-	if !fastURL(u) {
-		w.Attr(u.String())
-		return
-	}
-	pos := w.BeginValue()
-	switch {
-	case u.Opaque != "":
-		w.Buf = append(append(append(w.Buf, u.Scheme...), ':'), u.Opaque...)
-	case u.Host != "":
-		if u.Scheme != "" {
-			w.Buf = append(append(w.Buf, u.Scheme...), ':')
-		}
-		w.Buf = append(append(append(w.Buf, "//"...), u.Host...), u.Path...)
-	default:
-		w.Buf = append(w.Buf, u.Path...)
-	}
-	w.EndValue(pos)
-}
-
-// fastURL reports whether appendURL's fast path renders u exactly as u.String() does.
-func fastURL(u *url.URL) bool {
-	if u.User != nil || u.RawPath != "" || u.ForceQuery || u.RawQuery != "" || u.Fragment != "" ||
-		u.OmitHost || u.RawFragment != "" || !plain(u.Path) || !plain(u.Opaque) || !plain(u.Host) || !plain(u.Scheme) {
-		return false
-	}
-	switch {
-	case u.Opaque != "":
-		return u.Scheme != "" && u.Host == "" && u.Path == ""
-	case u.Host != "":
-		return u.Path == "" || u.Path[0] == '/'
-	case u.Scheme != "":
-		return false
-	}
-	seg, _, _ := strings.Cut(u.Path, "/")
-	return u.Path != "" && !strings.HasPrefix(u.Path, "//") && !strings.Contains(seg, ":")
-}
-
-// plain reports whether s consists of characters url.URL.String never escapes.
-func plain(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		switch c {
-		case '-', '.', '_', '~', '/', ':', '@':
-			continue
-		}
-		return false
-	}
-	return true
-}
-
-// appendTime appends t in UTC as time.RFC3339Nano formats it (the CloudEvents canonical form),
-// about four times faster than AppendFormat for years 0-9999.
-func appendTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	y, mo, d := t.Date()
-	if y < 0 || y > 9999 {
-		return t.AppendFormat(b, time.RFC3339Nano)
-	}
-	h, mi, sec := t.Clock()
-	b = append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
-		byte('0'+mo/10), byte('0'+mo%10), '-', byte('0'+d/10), byte('0'+d%10), 'T',
-		byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':',
-		byte('0'+sec/10), byte('0'+sec%10))
-	if ns := t.Nanosecond(); ns != 0 {
-		var frac [10]byte
-		frac[0] = '.'
-		for i := 9; i >= 1; i-- {
-			frac[i] = byte('0' + ns%10)
-			ns /= 10
-		}
-		n := 10
-		for frac[n-1] == '0' {
-			n--
-		}
-		b = append(b, frac[:n]...)
-	}
-	return append(b, 'Z')
 }

@@ -48,10 +48,15 @@ func TestRuleFailures(t *testing.T) {
 			tt.opts.Name = "failing"
 			tt.opts.PoolSize = 1
 			r := h.load(t, tt.wasm, tt.opts)
+			start := time.Now()
 			_, err := r.Decide(context.Background(), newEvent(tt.typ))
+			took := time.Since(start)
 			var re *engine.RuleError
 			if !errors.As(err, &re) {
 				t.Fatalf("Decide error = %v, want *engine.RuleError", err)
+			}
+			if re.Kind == "timeout" && took < tt.opts.Timeout {
+				t.Errorf("the call was stopped after %v, before its timeout of %v", took, tt.opts.Timeout)
 			}
 			if re.Kind != tt.kind {
 				t.Errorf("kind = %q, want %q (error: %v)", re.Kind, tt.kind, err)
@@ -232,8 +237,10 @@ func TestHammer(t *testing.T) {
 	if n := testutil.Metric(t, h.reg, "turnout_rule_calls_total", map[string]string{"rule": "hammer"}); n != 8*60 {
 		t.Errorf("turnout_rule_calls_total = %v, want %d", n, 8*60)
 	}
-	if n := testutil.Metric(t, h.reg, "turnout_rule_duration_seconds", map[string]string{"rule": "hammer"}); n != 8*60 {
-		t.Errorf("turnout_rule_duration_seconds count = %v, want %d", n, 8*60)
+	// One call in sampleEvery, chosen at random, is timed: about 60 of the 480 (the bounds are
+	// five and a half standard deviations away).
+	if n := testutil.Metric(t, h.reg, "turnout_rule_duration_seconds", map[string]string{"rule": "hammer"}); n < 20 || n > 100 {
+		t.Errorf("turnout_rule_duration_seconds count = %v, want about %d (one call in %d)", n, 8*60/sampleEvery, sampleEvery)
 	}
 }
 

@@ -2,7 +2,10 @@ package hostabi
 
 import (
 	"bytes"
+	"fmt"
 	"net/url"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,10 +17,9 @@ import (
 // checkRoundTrip encodes e, parses the bytes as a guest would and compares every field.
 func checkRoundTrip(t *testing.T, e *event.Event) {
 	t.Helper()
-	var w wire.EventWriter
-	encodeEvent(&w, e)
+	var enc encoder
 	var v wire.EventView
-	if err := v.Parse(w.Buf); err != nil {
+	if err := v.Parse(enc.encode(e)); err != nil {
 		t.Fatalf("parse of an encoded event: %v", err)
 	}
 	attr := func(i int) string {
@@ -79,10 +81,9 @@ func TestEncodeEvent(t *testing.T) {
 		t.Run(name, func(t *testing.T) { checkRoundTrip(t, e) })
 	}
 	t.Run("time is UTC RFC 3339", func(t *testing.T) {
-		var w wire.EventWriter
-		encodeEvent(&w, &full)
+		var enc encoder
 		var v wire.EventView
-		if err := v.Parse(w.Buf); err != nil {
+		if err := v.Parse(enc.encode(&full)); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := v.Attr(wire.AttrTime); string(got) != "2026-01-02T02:04:05.0000006Z" {
@@ -99,10 +100,10 @@ func TestEncodeEventDoesNotAllocate(t *testing.T) {
 	e.SetExtension("region", "north")
 	e.SetExtension("priority", 2)
 	_ = e.SetData("application/json", bytes.Repeat([]byte("x"), 200))
-	var w wire.EventWriter
-	encodeEvent(&w, e)
-	if n := testing.AllocsPerRun(100, func() { encodeEvent(&w, e) }); n != 0 {
-		t.Errorf("encodeEvent allocates %v times per event, want 0", n)
+	var enc encoder
+	enc.encode(e)
+	if n := testing.AllocsPerRun(100, func() { enc.encode(e) }); n != 0 {
+		t.Errorf("encoding allocates %v times per event, want 0", n)
 	}
 }
 
@@ -200,4 +201,66 @@ func FuzzDecodeDecision(f *testing.F) {
 			t.Fatalf("decoder modified the input event")
 		}
 	})
+}
+
+// TestEncoderHistory: what an encoder remembers from earlier events (source, date, extension
+// names) never changes an encoding: a stream of events that share some of these and differ in
+// others encodes, with one encoder, as each event does with a fresh one.
+func TestEncoderHistory(t *testing.T) {
+	ev := func(source string, tm time.Time, exts ...string) *event.Event {
+		e := event.New()
+		e.SetID("id")
+		e.SetSource(source)
+		e.SetType("t")
+		if !tm.IsZero() {
+			e.SetTime(tm)
+		}
+		for i := 0; i+1 < len(exts); i += 2 {
+			e.SetExtension(exts[i], exts[i+1])
+		}
+		return &e
+	}
+	day := time.Date(2026, 12, 5, 23, 59, 59, 5, time.UTC)
+	stream := []*event.Event{
+		ev("/homes/1", day, "region", "north"),
+		ev("/homes/1", day.Add(time.Second), "region", "south"),        // next day, same names
+		ev("/homes/2", day.Add(time.Second), "zone", "south"),          // same count, other name
+		ev("/homes/2", day, "zone", "a", "region", "b"),                // more names
+		ev("/homes/2?x=1", day, "region", "b"),                         // fewer names; a source with a query
+		ev("/homes/2", time.Date(1969, 12, 31, 23, 0, 0, 0, time.UTC)), // before 1970, no extensions
+		ev("/homes/2", time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), "region", "b"),
+		ev("urn:x:y", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "region", "b"), // outside 0-9999
+		ev("urn:x:y", time.Date(2026, 1, 1, 1, 0, 0, 0, time.FixedZone("x", 7200)), "region", "b"),
+		ev("urn:x:y", time.Time{}, "region", "b"),
+	}
+	canon := func(b []byte) string {
+		var v wire.EventView
+		if err := v.Parse(b); err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		var s []string
+		for i := range wire.NumAttrs {
+			a, ok := v.Attr(i)
+			s = append(s, fmt.Sprintf("%s=%q/%v", wire.AttrNames[i], a, ok))
+		}
+		var exts []string
+		for i := range v.NumExtensions() {
+			n, val := v.Extension(i)
+			exts = append(exts, fmt.Sprintf("%s=%q", n, val))
+		}
+		sort.Strings(exts)
+		d, ok := v.Data()
+		return strings.Join(append(append(s, exts...), fmt.Sprintf("data=%q/%v", d, ok)), " ")
+	}
+	var shared encoder
+	for i, e := range stream {
+		var fresh encoder
+		got, want := canon(shared.encode(e)), canon(fresh.encode(e))
+		if got != want {
+			t.Errorf("event %d encoded after the others:\n%s\nalone:\n%s", i, got, want)
+		}
+		if tm := e.Time(); !tm.IsZero() && !strings.Contains(got, tm.UTC().Format(time.RFC3339Nano)) {
+			t.Errorf("event %d: time %s not in %s", i, tm.UTC().Format(time.RFC3339Nano), got)
+		}
+	}
 }
