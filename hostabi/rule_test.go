@@ -262,7 +262,7 @@ func TestPoolBound(t *testing.T) {
 		}()
 	}
 	// Wait until both instances are busy.
-	for deadline := time.Now().Add(20 * time.Second); len(r.slots) < 2 || len(r.idle) > 0; {
+	for deadline := time.Now().Add(20 * time.Second); len(r.slots) < 2 || len(r.idle) > 0 || r.hot.Load() != nil; {
 		if time.Now().After(deadline) {
 			t.Fatal("the two looping calls never held both instances")
 		}
@@ -322,5 +322,35 @@ func TestPoolGrowsWhenCallsWait(t *testing.T) {
 				t.Errorf("%v live instances (gauge %v), want %v", len(r.slots), g, tt.instances)
 			}
 		})
+	}
+}
+
+// TestPoolHandoff hammers a pool of one instance from many goroutines: a call that returns its
+// instance while others wait must hand it to one of them (the idle slot it would otherwise take
+// is invisible to waiters), so every call gets the instance and none waits until its context ends.
+func TestPoolHandoff(t *testing.T) {
+	h := newTestHost(t)
+	r := h.load(t, tinyRule(1, nil).bytes(), RuleOptions{Name: "handoff", PoolSize: 1, Timeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a stranded instance: calls wait this long, then fail
+	defer cancel()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2000 {
+				if _, err := r.Decide(ctx, newEvent("x")); err != nil {
+					if failed.Add(1) == 1 {
+						t.Errorf("Decide: %v", err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if g := r.gauge(); g != 1 {
+		t.Errorf("instances = %v, want the one the pool allows", g)
 	}
 }
