@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,7 @@ type Input struct {
 	srv     *http.Server
 	addr    net.Addr
 	ready   atomic.Bool
+	slots   chan struct{} // one token per POST being handled (max_concurrent_requests)
 	closing chan struct{} // closed by Close: new requests answer 503
 	abort   chan struct{} // closed when Close's deadline passed: waiting requests answer 503
 	once    sync.Once
@@ -71,6 +73,7 @@ func New(name string, c Config, deps engine.Deps) (*Input, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	in := &Input{name: name, cfg: c, log: log.With("input", name, "transport", "http"),
+		slots:   make(chan struct{}, c.MaxConcurrentRequests),
 		closing: make(chan struct{}), abort: make(chan struct{}), served: make(chan struct{})}
 	reg := deps.Registerer
 	if reg == nil {
@@ -113,10 +116,11 @@ func (in *Input) Start(ctx context.Context, d engine.Dispatcher) error {
 	in.addr = ln.Addr()
 	in.srv = &http.Server{
 		Handler:           in,
-		ReadHeaderTimeout: in.cfg.ReadTimeout,
+		ReadHeaderTimeout: in.cfg.ReadHeaderTimeout,
 		ReadTimeout:       in.cfg.ReadTimeout,
 		WriteTimeout:      in.cfg.WriteTimeout,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       in.cfg.IdleTimeout,
+		MaxHeaderBytes:    in.cfg.MaxHeaderBytes,
 		TLSConfig:         tlsConf,
 		ErrorLog:          slog.NewLogLogger(in.log.Handler(), slog.LevelWarn),
 	}
@@ -203,10 +207,12 @@ func replyJSON(w http.ResponseWriter, code int, b errorBody) int {
 	return code
 }
 
-func (in *Input) retryLater(w http.ResponseWriter, reason string) int {
+// retryLater answers code (429 when the input is saturated, 503 when it shuts down) with
+// Retry-After.
+func (in *Input) retryLater(w http.ResponseWriter, code int, reason string) int {
 	secs := int((in.cfg.RetryAfter + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	return reply(w, http.StatusServiceUnavailable, reason)
+	return reply(w, code, reason)
 }
 
 // serve handles one request and returns the status it answered.
@@ -228,21 +234,60 @@ func (in *Input) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	select {
 	case <-in.closing:
-		return in.retryLater(w, "input is shutting down")
+		return in.retryLater(w, http.StatusServiceUnavailable, "input is shutting down")
 	default:
 	}
 	if r.ContentLength > in.cfg.MaxBodyBytes {
 		return reply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds max_body_bytes %d", r.ContentLength, in.cfg.MaxBodyBytes))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBodyBytes))
+	// The cap bounds the bodies held at once (max_concurrent_requests × max_body_bytes) and the
+	// events decoded from them; a request beyond it is refused before its body is read.
+	select {
+	case in.slots <- struct{}{}:
+		defer func() { <-in.slots }()
+	default:
+		return in.retryLater(w, http.StatusTooManyRequests, fmt.Sprintf("input busy: %d requests in progress (max_concurrent_requests)", in.cfg.MaxConcurrentRequests))
+	}
+	body, err := readBody(http.MaxBytesReader(w, r.Body, in.cfg.MaxBodyBytes), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return reply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds max_body_bytes %d", in.cfg.MaxBodyBytes))
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return reply(w, http.StatusRequestTimeout, fmt.Sprintf("body not received within read_timeout %v", in.cfg.ReadTimeout))
+		}
 		return reply(w, http.StatusBadRequest, fmt.Sprintf("reading body: %v", err))
 	}
-	return in.deliver(w, r, decodeRequest(r.Header, body))
+	format := jsonFormatOf(r.Header.Get("Content-Type"))
+	if format == batchFormat {
+		// Refused before decoding: the events of a body cost far more memory than its bytes.
+		if _, over := countBatch(body, in.cfg.MaxBatchEvents); over {
+			return reply(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch holds more than max_batch_events %d events: send smaller batches", in.cfg.MaxBatchEvents))
+		}
+	}
+	parts := decodeRequest(r.Header, body)
+	if format != notJSONFormat {
+		nameInvalidUTF8(parts)
+	}
+	return in.deliver(w, r, parts)
+}
+
+// readBody reads a body of length bytes (-1: unknown, read until EOF). A body of known length is
+// read into one buffer of that size: no more memory than the body, where growing a buffer would
+// allocate about three times its size.
+func readBody(body io.Reader, length int64) ([]byte, error) {
+	if length < 0 {
+		return io.ReadAll(body)
+	}
+	b := make([]byte, length)
+	if _, err := io.ReadFull(body, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("body ended after fewer than its Content-Length %d bytes: %w", length, err)
+		}
+		return nil, err
+	}
+	return b, nil
 }
 
 // outcome is the settlement of part i of a request.
@@ -277,16 +322,16 @@ func (in *Input) deliver(w http.ResponseWriter, r *http.Request, parts []part) i
 		}
 		switch {
 		case errors.Is(err, engine.ErrClosed):
-			return in.retryLater(w, "engine is shutting down")
+			return in.retryLater(w, http.StatusServiceUnavailable, "engine is shutting down")
 		case r.Context().Err() != nil:
 			// The client is gone; the events already dispatched are settled by the engine and
 			// the client resends what it did not see acknowledged.
 			return 499
 		case errors.Is(err, context.DeadlineExceeded):
 			in.log.Debug("http input saturated", "event", i, "of", len(parts))
-			return in.retryLater(w, fmt.Sprintf("input saturated: event %d of %d not taken within %v", i, len(parts), in.cfg.DispatchWait))
+			return in.retryLater(w, http.StatusTooManyRequests, fmt.Sprintf("input saturated: event %d of %d not taken within dispatch_wait %v", i, len(parts), in.cfg.DispatchWait))
 		default:
-			return in.retryLater(w, fmt.Sprintf("dispatch event %d: %v", i, err))
+			return in.retryLater(w, http.StatusServiceUnavailable, fmt.Sprintf("dispatch event %d: %v", i, err))
 		}
 	}
 	timer := time.NewTimer(in.cfg.RequestTimeout)
@@ -310,7 +355,7 @@ func (in *Input) deliver(w http.ResponseWriter, r *http.Request, parts []part) i
 		case <-timer.C:
 			return reply(w, http.StatusGatewayTimeout, fmt.Sprintf("%d of %d events not settled within request_timeout %v, resend the request", len(parts)-n, len(parts), in.cfg.RequestTimeout))
 		case <-in.abort:
-			return in.retryLater(w, "input shut down before delivery was confirmed")
+			return in.retryLater(w, http.StatusServiceUnavailable, "input shut down before delivery was confirmed")
 		case <-r.Context().Done():
 			return 499
 		}

@@ -326,7 +326,14 @@ type routed struct {
 
 func newRouted(t *testing.T, dl engine.Sink) *routed {
 	t.Helper()
-	in, err := New("hook", Config{Listen: "127.0.0.1:0", Path: "/events"}, engine.Deps{Registerer: prometheus.NewRegistry()})
+	return newRoutedConfig(t, Config{}, dl)
+}
+
+// newRoutedConfig is newRouted with the input configured by c (Listen and Path are set).
+func newRoutedConfig(t *testing.T, c Config, dl engine.Sink) *routed {
+	t.Helper()
+	c.Listen, c.Path = "127.0.0.1:0", "/events"
+	in, err := New("hook", c, engine.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,6 +406,12 @@ func TestMalformed(t *testing.T) {
 			raw: []string{`{"specversion":"1.0","id":"b1","type":"t"}`}, delivered: []string{"b0"}},
 		{name: "batch element 2 not an object", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + "," + strings.ReplaceAll(ok, "b0", "b1") + `,"x"]`, status: 400, index: 2,
 			raw: []string{`"x"`}, delivered: []string{"b0", "b1"}},
+		{name: "structured subject not UTF-8", headers: hdr("Content-Type", "application/cloudevents+json"), body: "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"subject\":\"bed \xff\"}",
+			status: 400, index: -1, attribute: "subject", reason: "not valid UTF-8 (byte 0xff at offset 70)"},
+		{name: "batch element 1 extension not UTF-8", headers: hdr("Content-Type", "application/cloudevents-batch+json"), body: "[" + ok + ",{\"specversion\":\"1.0\",\"id\":\"b1\",\"source\":\"/s\",\"type\":\"t\",\"ward\":\"\xc3(\"}]",
+			status: 400, index: 1, attribute: "ward", reason: "not valid UTF-8", raw: []string{"\"ward\":\"\xc3(\""}, delivered: []string{"b0"}},
+		{name: "binary subject not UTF-8", headers: binaryHeaders("Ce-Subject", "bed%FF"), status: 400, index: -1, attribute: "subject", reason: "not UTF-8",
+			raw: []string{"Ce-Subject: bed%FF\r\n"}},
 		{name: "unsupported structured format", headers: hdr("Content-Type", "application/cloudevents+xml"), body: "<e/>", status: 415, index: -1,
 			raw: []string{"Content-Type: application/cloudevents+xml\r\n\r\n<e/>"}},
 		{name: "unsupported batch format", headers: hdr("Content-Type", "application/cloudevents-batch+avro"), body: "x", status: 415, index: -1},
@@ -584,7 +597,7 @@ func TestBackpressureAndFailures(t *testing.T) {
 		retryAfter string
 		reason     string
 	}{
-		{name: "saturated", fd: func() *fakeDispatcher { f := newFake(); f.block = true; return f }, status: 503, retryAfter: "2", reason: "saturated"},
+		{name: "saturated", fd: func() *fakeDispatcher { f := newFake(); f.block = true; return f }, status: 429, retryAfter: "2", reason: "saturated"},
 		{name: "engine closed", fd: func() *fakeDispatcher { f := newFake(); f.closed = true; return f }, status: 503, retryAfter: "2", reason: "shutting down"},
 		{name: "delivery failed", fd: func() *fakeDispatcher {
 			f := newFake()
@@ -836,6 +849,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"token and token_env", "listen: :8080\ntoken: a\ntoken_env: B", "token_env"},
 		{"token_env unset", "listen: :8080\ntoken_env: TURNOUT_TEST_SURELY_UNSET", "token_env"},
 		{"unknown key", "listen: :8080\nlisten_addr: x", "listen_addr"},
+		{"header timeout above read timeout", "listen: :8080\nread_timeout: 5s\nread_header_timeout: 6s", "read_header_timeout"},
+		{"negative idle timeout", "listen: :8080\nidle_timeout: -1s", "idle_timeout"},
+		{"header limit too small", "listen: :8080\nmax_header_bytes: 1024", "max_header_bytes"},
+		{"negative batch limit", "listen: :8080\nmax_batch_events: -1", "max_batch_events"},
+		{"negative concurrency cap", "listen: :8080\nmax_concurrent_requests: -1", "max_concurrent_requests"},
 	}
 	factory, err := engine.LookupInput("http")
 	if err != nil {
