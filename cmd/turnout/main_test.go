@@ -271,7 +271,8 @@ func startRun(t *testing.T, path, adminAddr string) *running {
 	r := &running{stderr: &testutil.SyncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	t.Cleanup(cancel)
 	go func() { r.done <- cli(ctx, []string{"run", "-c", path}, io.Discard, r.stderr) }()
-	deadline := time.Now().Add(30 * time.Second)
+	// Generous: compiling a Go-built rule under -race on a busy machine takes tens of seconds.
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		code, body, err := httpGet("http://" + adminAddr + "/readyz")
 		if err == nil && code == http.StatusOK {
@@ -283,7 +284,7 @@ func startRun(t *testing.T, path, adminAddr string) *running {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 30s (last: %d %q %v); stderr:\n%s", code, body, err, r.stderr.String())
+			t.Fatalf("not ready after 2 minutes (last: %d %q %v); stderr:\n%s", code, body, err, r.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

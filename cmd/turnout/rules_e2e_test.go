@@ -168,7 +168,8 @@ routes:
 		"route=care old=" + id1 + " new=" + id2,
 		`msg="rule version rolled back" component=admin who=token-holder`,
 		"route=care old=" + id2 + " new=" + id1,
-		`msg="rule upload refused"`,
+		`msg="admin write refused" component=admin remote=127.0.0.1:`,
+		`method=POST path=/rules/versions status=422 code=init_failed`,
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the log lacks %q:\n%s", want, log)

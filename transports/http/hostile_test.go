@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/turnout-router/turnout/engine"
+	"github.com/turnout-router/turnout/internal/testutil"
 )
 
 // The tests of this file play slow and hostile clients against an input listening on a real
@@ -131,38 +132,11 @@ func TestSlowloris(t *testing.T) {
 	addr := in.Addr().String()
 
 	t.Run("headers", func(t *testing.T) {
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		start := time.Now()
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			// Endless headers, one byte every 20 ms: never an empty line.
-			head := postHead(addr, "Ce-Specversion: 1.0\r\n") + strings.Repeat("X-Slow: drip\r\n", 1000)
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				if _, err := conn.Write([]byte{head[i%len(head)]}); err != nil {
-					return
-				}
-			}
-		}()
-		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
-		got, err := io.ReadAll(conn)
-		took := time.Since(start)
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("connection still open after %v (read_header_timeout %v)", took, headerTimeout)
-		}
+		took := testutil.Slowloris(t, addr, "/events", readTimeout)
 		if took < headerTimeout {
 			t.Errorf("connection closed after %v, before read_header_timeout %v", took, headerTimeout)
 		}
-		t.Logf("closed after %v (answered %q, err %v)", took, got, err)
+		t.Logf("closed after %v (read_header_timeout %v, read_timeout %v)", took, headerTimeout, readTimeout)
 	})
 
 	t.Run("body", func(t *testing.T) {

@@ -6,6 +6,11 @@
 // never from the prometheus global registry, so that what /metrics shows is exactly what
 // turnout's modules registered on the Registerer they were given; /metrics, /healthz and /readyz
 // are always open, while the rules API changes nothing without the configured bearer token.
+//
+// Against slow and hostile clients: the listener bounds the time to send headers and requests
+// and the size of headers and uploads (Options), a remote address that sent too many wrong
+// tokens is refused before its token is checked (authLimiter), and every refused write is logged
+// at warn level (audit, auth.go). A refused request changes nothing in the rule store.
 package admin
 
 import (
@@ -90,15 +95,37 @@ type Options struct {
 	RulesReadOpen bool
 	// MaxUploadBytes caps an upload's body; 0 means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+
+	// Limits against slow clients; 0 means the Default* constant of the same name. A client
+	// that has not sent its headers within ReadHeaderTimeout, or its request within
+	// ReadTimeout, is disconnected; header lines over MaxHeaderBytes get 431.
+	ReadHeaderTimeout, ReadTimeout, IdleTimeout time.Duration
+	MaxHeaderBytes                              int
+	// AuthFailureBurst wrong or missing tokens from one address are allowed at once, then
+	// AuthFailureBurst per AuthFailureWindow; beyond, the address is answered 429 with
+	// Retry-After without its token being checked. 0 means the defaults (10 per minute).
+	AuthFailureBurst  int
+	AuthFailureWindow time.Duration
 }
+
+// Defaults of the slow-client limits. ReadTimeout leaves a 16 MiB upload (the default
+// max_upload_bytes) 2 minutes, about 1.1 Mbit/s. There is no write timeout: CPU profiles and
+// traces answer after the time they are asked to record.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 2 * time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
+)
 
 // Server is the admin HTTP server.
 type Server struct {
-	opts  Options
-	rules atomic.Pointer[RuleService]
-	srv   *http.Server
-	ln    net.Listener
-	done  chan error
+	opts      Options
+	rules     atomic.Pointer[RuleService]
+	authLimit *authLimiter
+	srv       *http.Server
+	ln        net.Listener
+	done      chan error
 }
 
 // New returns a server that is not listening yet.
@@ -106,13 +133,26 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts}
+	s := &Server{opts: opts, authLimit: newAuthLimiter(opts.AuthFailureBurst, opts.AuthFailureWindow, authLimiterMaxClients)}
 	if opts.Rules != nil {
 		s.rules.Store(&opts.Rules)
 	}
-	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)}
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: orDefault(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		ReadTimeout:       orDefault(opts.ReadTimeout, DefaultReadTimeout),
+		IdleTimeout:       orDefault(opts.IdleTimeout, DefaultIdleTimeout),
+		MaxHeaderBytes:    orDefault(opts.MaxHeaderBytes, DefaultMaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
 	return s
+}
+
+func orDefault[T time.Duration | int](v, def T) T {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // Handler returns the server's routes; tests use it with httptest.

@@ -35,6 +35,7 @@ const DefaultMaxUploadBytes = 16 << 20
 // Error codes of the rules API besides the hostabi.LoadError codes.
 const (
 	CodeUnauthorized      = "unauthorized"        // 401: no or wrong bearer token
+	CodeTooManyAttempts   = "too_many_attempts"   // 429: too many wrong tokens from the address
 	CodeReadOnly          = "read_only"           // 403: no token configured, writes refused
 	CodeVersionNotFound   = "version_not_found"   // 404
 	CodeRouteNotFound     = "route_not_found"     // 404
@@ -199,6 +200,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *APIError) {
+	if aw, ok := w.(*auditWriter); ok {
+		aw.err = e
+	}
 	writeJSON(w, e.Status, map[string]*APIError{"error": e})
 }
 
@@ -279,6 +283,7 @@ func (s *Server) uploadRule(w http.ResponseWriter, r *http.Request, who string, 
 		writeError(w, &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Detail: "activate needs a route: add route=NAME"})
 		return
 	}
+	addAudit(w, "uploaded_by", u.UploadedBy, "route", u.Route)
 	body := http.MaxBytesReader(w, r.Body, s.maxUpload())
 	var err error
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "multipart/form-data" {
@@ -300,10 +305,10 @@ func (s *Server) uploadRule(w http.ResponseWriter, r *http.Request, who string, 
 			return
 		}
 	}
+	addAudit(w, "size", len(u.Wasm))
 	res, err := rs.Upload(r.Context(), u)
 	if err != nil {
-		s.opts.Logger.Warn("rule upload refused", "who", who, "remote", r.RemoteAddr, "uploaded_by", u.UploadedBy, "route", u.Route, "size", len(u.Wasm), "err", err)
-		writeError(w, apiError(err))
+		writeError(w, apiError(err)) // logged by audit
 		return
 	}
 	status := http.StatusOK

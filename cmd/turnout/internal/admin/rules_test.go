@@ -43,19 +43,7 @@ func rulesServer(t *testing.T, fake *admintest.Fake, opts admin.Options) (*httpt
 // call sends one request and returns the status and the decoded JSON error code (if any).
 func call(t *testing.T, method, url, tok string, body []byte) (int, string, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
+	resp, data := do(t, http.DefaultClient, method, url, tok, body)
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode >= 300 && ct != "application/json" {
 		t.Errorf("%s %s: error answer has Content-Type %q, want application/json", method, url, ct)
 	}
@@ -64,6 +52,26 @@ func call(t *testing.T, method, url, tok string, body []byte) (int, string, []by
 	}
 	_ = json.Unmarshal(data, &eb)
 	return resp.StatusCode, eb.Error.Code, data
+}
+
+// do sends one request with c, with the bearer token tok when not empty, and returns the
+// answer and its body (read and closed).
+func do(t *testing.T, c *http.Client, method, url, tok string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp, data
 }
 
 func TestUploadValidationErrors(t *testing.T) {
