@@ -76,13 +76,22 @@ func AttrString(e *event.Event, name string) string {
 }
 
 // DecodeStructured decodes one event in the JSON format and validates it. The error says why the
-// bytes are not a valid event; callers add where they came from.
+// bytes are not a valid event; callers add where they came from. The common shapes of an event
+// are read in one pass (decodeFast); the rest by sdk-go's reader, which defines the result.
 func DecodeStructured(b []byte) (*event.Event, error) {
 	if !utf8.Valid(b) {
 		// JSON text is UTF-8 [RFC 8259 §8.1]; sdk-go's reader would pass the bytes on into
 		// attribute strings that no AMQP or MQTT writer accepts.
 		return nil, errors.New("not valid UTF-8")
 	}
+	if e, ok := decodeFast(b); ok {
+		return e, nil
+	}
+	return decodeSDK(b)
+}
+
+// decodeSDK is DecodeStructured by sdk-go's reader, for valid UTF-8.
+func decodeSDK(b []byte) (*event.Event, error) {
 	e := event.New()
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, err

@@ -90,6 +90,9 @@ func decodeRequest(h http.Header, body []byte) []part {
 		}
 		return []part{{Event: e}}
 	}
+	if e, ok := decodeBinaryFast(h, body); ok {
+		return []part{{Event: e}}
+	}
 	e, err := decodeBinary(h, body)
 	if err != nil {
 		return malformed(h, body, err)
@@ -229,6 +232,71 @@ func decodeBinary(h http.Header, body []byte) (*event.Event, *requestError) {
 	// is not valid JSON, or not lossless.
 	ce.MarkBinaryData(e)
 	return e, nil
+}
+
+// binaryAttrs maps the canonical header names of the attributes a binary-mode request of
+// CloudEvents 1.0 carries in ce- headers to the attributes' names.
+var binaryAttrs = map[string]string{
+	"Ce-Specversion": "specversion",
+	"Ce-Id":          "id",
+	"Ce-Source":      "source",
+	"Ce-Type":        "type",
+	"Ce-Subject":     "subject",
+	"Ce-Time":        "time",
+	"Ce-Dataschema":  "dataschema",
+}
+
+// decodeBinaryFast is decodeBinary for the common binary-mode request of a valid CloudEvents
+// 1.0 event: canonical header names, one value each, attribute and extension names that need no
+// special handling. It builds the same event as decodeBinary, in one pass over the headers and
+// without sdk-go's message layer, or reports false, and the caller then takes decodeBinary's
+// answer (with its reasons for refusing). TestDecodeBinaryFastAgrees and FuzzDecodeBinaryFast
+// check that the two build the same events.
+func decodeBinaryFast(h http.Header, body []byte) (*event.Event, bool) {
+	attrs := make(map[string]string, len(h))
+	contentType := ""
+	for k, vs := range h {
+		isCE := len(k) > len(cePrefix) && k[:len(cePrefix)] == cePrefix
+		if !isCE && k != "Content-Type" {
+			if len(k) >= len(cePrefix) && strings.EqualFold(k[:len(cePrefix)], cePrefix) || strings.EqualFold(k, "Content-Type") {
+				return nil, false // not in canonical form
+			}
+			continue
+		}
+		if len(vs) != 1 || vs[0] == "" {
+			return nil, false
+		}
+		if !isCE {
+			contentType = vs[0]
+			continue
+		}
+		name, ok := binaryAttrs[k]
+		if !ok {
+			if textproto.CanonicalMIMEHeaderKey(k) != k {
+				return nil, false
+			}
+			name = strings.ToLower(k[len(cePrefix):])
+			switch {
+			case !ce.ValidAttrName(name):
+				return nil, false
+			case name == "data" || name == "datacontenttype" || name == "schemaurl" || name == "datacontentencoding":
+				return nil, false
+			}
+		}
+		v, err := decodeHeaderValue(vs[0])
+		if err != nil {
+			return nil, false
+		}
+		attrs[name] = v
+	}
+	if attrs["specversion"] != event.CloudEventsVersionV1 {
+		return nil, false
+	}
+	e, err := ce.DecodeBinary("ce-", attrs, contentType, body)
+	if err != nil {
+		return nil, false
+	}
+	return e, true
 }
 
 // eventError turns an sdk decode or validation error into a 400 naming the attribute(s).

@@ -314,7 +314,7 @@ func (in *Input) deliver(w http.ResponseWriter, r *http.Request, parts []part) i
 			}
 		}
 		// The short context bounds only the wait for room in the engine (backpressure).
-		dctx, cancel := context.WithTimeout(r.Context(), in.cfg.DispatchWait)
+		dctx, cancel := waitContext(r.Context(), in.cfg.DispatchWait)
 		err := in.d.Dispatch(dctx, m, func(err error) { settled <- outcome{i, err} })
 		cancel()
 		if err == nil {
