@@ -2,6 +2,7 @@ package ce
 
 import (
 	"encoding/base64"
+	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
@@ -451,4 +452,50 @@ func skipNumber(b []byte, i int) (int, bool) {
 		}
 	}
 	return i, !isIdentByte(b, i)
+}
+
+// BatchElement is one element of a JSON array of events: the event when the one-pass reader
+// took it, otherwise nil and the element's bytes, for DecodeStructured to answer (an element
+// that is no object included).
+type BatchElement struct {
+	Event *event.Event
+	Raw   []byte
+}
+
+// ReadBatch reads b, a JSON array of events (the JSON batch format [CE-JSON-4]), in one pass:
+// it checks the grammar of the whole array and decodes the elements the one-pass reader takes
+// as it goes. It reports false when b is not valid UTF-8 or not a valid JSON array; the caller
+// then reads b as it would without ReadBatch, to give the reason. Raw aliases b.
+func ReadBatch(b []byte) ([]BatchElement, bool) {
+	if !utf8.Valid(b) {
+		return nil, false
+	}
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil, false
+	}
+	var out []BatchElement
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return []BatchElement{}, skipWS(b, i+1) == len(b)
+	}
+	for {
+		start := i
+		e, end, ok := decodeFastObject(b, i)
+		if ok {
+			out = append(out, BatchElement{Event: e})
+		} else {
+			if end, ok = skipValue(b, i, 1); !ok {
+				return nil, false
+			}
+			out = append(out, BatchElement{Raw: b[start:end]})
+		}
+		var done bool
+		if i, done, ok = afterElement(b, end, ']'); !ok {
+			return nil, false
+		}
+		if done {
+			return out, skipWS(b, i) == len(b)
+		}
+	}
 }

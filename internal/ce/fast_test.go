@@ -1,6 +1,8 @@
 package ce
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
@@ -128,4 +130,68 @@ func BenchmarkDecodeStructured(b *testing.B) {
 			}
 		}
 	})
+}
+
+// checkReadBatch fails t when ReadBatch reads b otherwise than encoding/json and sdk-go's
+// reader do: it must take exactly the valid JSON arrays, find the same elements, and decode
+// only events sdk-go's reader decodes alike.
+func checkReadBatch(t *testing.T, b []byte) {
+	t.Helper()
+	got, ok := ReadBatch(b)
+	var raw []json.RawMessage
+	err := json.Unmarshal(b, &raw)
+	if !ok {
+		if err == nil && utf8.Valid(b) && len(raw) > 0 {
+			// Valid arrays go the one-pass way unless they nest deeper than maxFastDepth.
+			if bytes.Count(b, []byte("["))+bytes.Count(b, []byte("{")) < maxFastDepth {
+				t.Fatalf("ReadBatch refused the valid array %q", b)
+			}
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("ReadBatch took %q, encoding/json refuses it: %v", b, err)
+	}
+	if len(got) != len(raw) {
+		t.Fatalf("ReadBatch found %d elements in %q, encoding/json %d", len(got), b, len(raw))
+	}
+	for i, el := range got {
+		if el.Event == nil {
+			if !bytes.Equal(el.Raw, raw[i]) {
+				t.Fatalf("element %d: %q, encoding/json %q", i, el.Raw, raw[i])
+			}
+			continue
+		}
+		want, err := decodeSDK(raw[i])
+		if err != nil {
+			t.Fatalf("element %d %q: decoded, sdk-go's reader refuses it: %v", i, raw[i], err)
+		}
+		if !reflect.DeepEqual(el.Event, want) {
+			t.Fatalf("element %d %q: got %s, want %s", i, raw[i], dump(el.Event), dump(want))
+		}
+	}
+}
+
+func TestReadBatch(t *testing.T) {
+	all := make([]string, len(fastCases))
+	for i, tc := range fastCases {
+		all[i] = tc.in
+	}
+	for _, b := range []string{
+		"[" + all[0] + "," + all[2] + "]",
+		" [ " + all[0] + " , 5 , \"x\" , " + all[12] + " ] ",
+		"[]", " [ ] ", "[", "[1,]", "[1] x", "{}", "", "[" + all[0] + "", "[\"\xff\"]",
+	} {
+		checkReadBatch(t, []byte(b))
+	}
+	got, ok := ReadBatch([]byte("[" + all[0] + "," + all[2] + "," + all[12] + "]"))
+	if !ok || len(got) != 3 || got[0].Event == nil || got[1].Event == nil || got[2].Event != nil {
+		t.Errorf("ReadBatch = %v, %v; want two events decoded and the escaped one left", got, ok)
+	}
+}
+
+func FuzzReadBatch(f *testing.F) {
+	f.Add([]byte("[" + fastCases[0].in + "," + fastCases[4].in + ",1]"))
+	f.Add([]byte("[]"))
+	f.Fuzz(checkReadBatch)
 }

@@ -189,8 +189,11 @@ func cpuTime(ru *syscall.Rusage) time.Duration {
 }
 
 // BenchmarkInput measures the HTTP input per event in binary, structured and batched mode
-// (benchBatchSize events per request); see the comment at the top of this file. Run it with
-// -count 3 or more on a shared machine and compare the medians of cpu-µs/event.
+// (benchBatchSize events per request); see the comment at the top of this file. net-http-floor
+// is the same client posting structured events to a bare net/http server with the input's
+// timeouts whose handler reads the body and answers 204: what net/http and the kernel cost
+// before the input does anything. Run it with -count 3 or more on a shared machine and compare
+// the medians of cpu-µs/event, and each with client-cpu-µs/event, which moves with the load.
 func BenchmarkInput(b *testing.B) {
 	for _, mode := range []string{"binary", "structured", "batch"} {
 		b.Run(mode, func(b *testing.B) {
@@ -203,46 +206,82 @@ func BenchmarkInput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer func() { _ = in.Close(context.Background()) }()
-
 			perRequest := 1
 			if mode == "batch" {
 				perRequest = benchBatchSize
 			}
-			requests := (b.N + perRequest - 1) / perRequest
-			url := "http://" + in.Addr().String() + "/events"
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", benchClientEnv, url, mode, requests))
-			cmd.Stderr = os.Stderr
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				b.Fatalf("bench client: %q, %v", line, err)
-			}
-			warm := d.count()
-			var before, after syscall.Rusage
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-			b.ResetTimer()
-			_, _ = io.WriteString(stdin, "go\n")
-			err = cmd.Wait()
-			b.StopTimer()
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-			if err != nil {
-				b.Fatalf("bench client: %v", err)
-			}
-			events := d.count() - warm
-			if events != requests*perRequest {
-				b.Fatalf("%d events dispatched, want %d", events, requests*perRequest)
-			}
-			cpu := cpuTime(&after) - cpuTime(&before)
-			b.ReportMetric(float64(cpu.Microseconds())/float64(events), "cpu-µs/event")
-			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-				b.ReportMetric(float64(cpuTime(ru).Microseconds())/float64(events), "client-cpu-µs/event")
-			}
+			benchClient(b, "http://"+in.Addr().String()+"/events", mode, perRequest, d.count)
 		})
+	}
+	b.Run("net-http-floor", func(b *testing.B) {
+		c, err := Config{Listen: "127.0.0.1:0"}.withDefaults()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var mu sync.Mutex
+		n := 0
+		srv := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				mu.Lock()
+				n++
+				mu.Unlock()
+				w.WriteHeader(http.StatusNoContent)
+			}),
+			ReadHeaderTimeout: c.ReadTimeout,
+			ReadTimeout:       c.ReadTimeout,
+			WriteTimeout:      c.WriteTimeout,
+			IdleTimeout:       2 * time.Minute,
+		}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		benchClient(b, "http://"+ln.Addr().String()+"/", "structured", 1, func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return n
+		})
+	})
+}
+
+// benchClient runs the client process against url until b.N events (perRequest per request)
+// were taken, as count says, and reports the CPU times per event.
+func benchClient(b *testing.B, url, mode string, perRequest int, count func() int) {
+	requests := (b.N + perRequest - 1) / perRequest
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d", benchClientEnv, url, mode, requests))
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		b.Fatalf("bench client: %q, %v", line, err)
+	}
+	warm := count()
+	var before, after syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	b.ResetTimer()
+	_, _ = io.WriteString(stdin, "go\n")
+	err := cmd.Wait()
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	if err != nil {
+		b.Fatalf("bench client: %v", err)
+	}
+	events := count() - warm
+	if events != requests*perRequest {
+		b.Fatalf("%d events taken, want %d", events, requests*perRequest)
+	}
+	cpu := cpuTime(&after) - cpuTime(&before)
+	b.ReportMetric(float64(cpu.Microseconds())/float64(events), "cpu-µs/event")
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		b.ReportMetric(float64(cpuTime(ru).Microseconds())/float64(events), "client-cpu-µs/event")
 	}
 }

@@ -157,17 +157,30 @@ func unsupportedVersion(index int, sv string) *requestError {
 }
 
 // decodeBatch decodes a JSON array of events in the JSON event format ([CE-JSON-4]): one part
-// per element, the element's JSON as Raw of a malformed one.
+// per element, the element's JSON as Raw of a malformed one. ce.ReadBatch reads a valid array
+// in one pass; encoding/json reads the others, to say what is wrong.
 func decodeBatch(body []byte) []part {
-	var raw []json.RawMessage
-	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '[' {
-		return []part{{Err: badRequest(-1, "", "batch is not a JSON array of events"), Raw: body}}
+	elements, ok := ce.ReadBatch(body)
+	if !ok {
+		var raw []json.RawMessage
+		if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '[' {
+			return []part{{Err: badRequest(-1, "", "batch is not a JSON array of events"), Raw: body}}
+		}
+		if err := json.Unmarshal(body, &raw); err != nil {
+			return []part{{Err: badRequest(-1, "", "batch is not a JSON array of events: %v", err), Raw: body}}
+		}
+		elements = make([]ce.BatchElement, len(raw))
+		for i, r := range raw {
+			elements[i].Raw = r
+		}
 	}
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return []part{{Err: badRequest(-1, "", "batch is not a JSON array of events: %v", err), Raw: body}}
-	}
-	out := make([]part, 0, len(raw))
-	for i, r := range raw {
+	out := make([]part, 0, len(elements))
+	for i, el := range elements {
+		if el.Event != nil {
+			out = append(out, part{Event: el.Event})
+			continue
+		}
+		r := el.Raw
 		if len(r) == 0 || r[0] != '{' {
 			out = append(out, part{Err: badRequest(i, "", "not a JSON object"), Raw: r})
 			continue
