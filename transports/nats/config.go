@@ -69,6 +69,9 @@ type OutputConfig struct {
 	// AckTimeout bounds the wait for one publish acknowledgement (default 5s); a publish not
 	// acknowledged by then is retried by the engine.
 	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// MaxPending is the most publishes awaiting their acknowledgement at once (default 256);
+	// further Sends wait for room.
+	MaxPending int `yaml:"max_pending"`
 }
 
 const (
@@ -79,6 +82,8 @@ const (
 	defaultNakMinDelay   = time.Second
 	defaultNakMaxDelay   = time.Minute
 	defaultAckTimeout    = 5 * time.Second
+	defaultMaxPending    = 256
+	maxMaxPending        = 1 << 16
 
 	modeBinary     = "binary"
 	modeStructured = "structured"
@@ -231,6 +236,12 @@ func (c *OutputConfig) validate() error {
 	}
 	if c.AckTimeout < 0 {
 		return fmt.Errorf("ack_timeout: %v is negative", c.AckTimeout)
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = defaultMaxPending
+	}
+	if c.MaxPending < 1 || c.MaxPending > maxMaxPending {
+		return fmt.Errorf("max_pending: %d is out of range (1 to %d)", c.MaxPending, maxMaxPending)
 	}
 	return nil
 }

@@ -46,6 +46,8 @@ func TestConfigValidation(t *testing.T) {
 		{"output wildcard subject", out(func(c *OutputConfig) { c.Subject = "a.*" }), "subject:"},
 		{"output bad mode", out(func(c *OutputConfig) { c.Mode = "batch" }), "mode:"},
 		{"output negative ack_timeout", out(func(c *OutputConfig) { c.AckTimeout = -time.Second }), "ack_timeout"},
+		{"output negative max_pending", out(func(c *OutputConfig) { c.MaxPending = -1 }), "max_pending: -1 is out of range"},
+		{"output huge max_pending", out(func(c *OutputConfig) { c.MaxPending = 1 << 20 }), "max_pending"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +62,16 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestMaxPendingDefault(t *testing.T) {
+	c := OutputConfig{ConnectionConfig: ConnectionConfig{URL: "nats://127.0.0.1:4222"}, Subject: "a.b"}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPending != 256 {
+		t.Errorf("max_pending defaults to %d, want 256", c.MaxPending)
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 )
 
 // connect opens a connection that retries the first attempt and reconnects forever in the
-// background; ready follows the connection's state. The caller closes the connection.
-func connect(cfg *ConnectionConfig, name string, log *slog.Logger, ready func(bool)) (*nats.Conn, jetstream.JetStream, error) {
+// background; ready follows the connection's state. jsOpts configure the JetStream context.
+// The caller closes the connection.
+func connect(cfg *ConnectionConfig, name string, log *slog.Logger, ready func(bool), jsOpts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
 	opts, err := cfg.options(name)
 	if err != nil {
 		return nil, nil, err
@@ -43,7 +44,7 @@ func connect(cfg *ConnectionConfig, name string, log *slog.Logger, ready func(bo
 	if nc.IsConnected() {
 		ready(true)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jsOpts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("nats jetstream: %w", err)

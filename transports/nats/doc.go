@@ -13,8 +13,10 @@
 // (the engine dead-letters them); none is dropped.
 //
 // The output publishes with JetStream and counts a send as confirmed only when the stream's
-// publish acknowledgement arrives; Send is called concurrently, so many publishes are in flight
-// together. A missing or negative acknowledgement is a retryable error.
+// publish acknowledgement for that event arrives. Publishes are asynchronous (their
+// acknowledgements come back on one subscription) and Send is called concurrently, so up to
+// max_pending publishes await their acknowledgement together; further Sends wait for room. A
+// missing or negative acknowledgement is a retryable error for its own event only.
 //
 // Bindings [CE-NATS]: binary mode writes every attribute, datacontenttype included, as a
 // ce-<name> header, percent-encoded by the HTTP rules [CE-HTTP-3.1.3.2], with the data as the

@@ -129,3 +129,18 @@ func fullEvent(id string, data []byte, contentType string, stringExts bool) *eve
 }
 
 func eventID(i int) string { return fmt.Sprintf("ev-%04d", i) }
+
+// sendConcurrently sends events eventID(0..n-1) through o, each from a goroutine of its own,
+// and fails t unless every Send returns nil.
+func sendConcurrently(t *testing.T, o *Output, n int) {
+	t.Helper()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- o.Send(t.Context(), fullEvent(eventID(i), []byte("x"), "text/plain", true)) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -62,15 +62,7 @@ func TestOutputConcurrentSends(t *testing.T) {
 	o := startOutput(t, f.outputConfig(modeBinary))
 	_, d := startInput(t, f.inputConfig())
 	const n = 500
-	errs := make(chan error, n)
-	for i := range n {
-		go func() { errs <- o.Send(t.Context(), fullEvent(eventID(i), []byte("x"), "text/plain", true)) }()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendConcurrently(t, o, n)
 	seen := map[string]bool{}
 	for range n {
 		x := d.Next(t, 10*time.Second)

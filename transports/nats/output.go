@@ -22,18 +22,23 @@ var (
 )
 
 // Output publishes events to JetStream and counts a send as confirmed only when the stream's
-// publish acknowledgement (PubAck) arrived.
+// publish acknowledgement (PubAck) for that event arrived.
 //
-// Goroutines: the engine calls Send concurrently; each Send publishes and waits for its own
-// PubAck, so as many publishes are in flight as the engine has Sends running. The nats.go
-// client reconnects on its own goroutines.
+// Goroutines: the engine calls Send concurrently; each Send takes a place in the window of
+// max_pending publishes, publishes asynchronously (no request and reply subscription of its
+// own: the PubAcks of all publishes come back on one subscription and are matched to theirs by
+// nats.go) and waits for its own PubAck or error; its place is given back when that arrives,
+// even if Send returned earlier because its context ended. The nats.go client reconnects and
+// dispatches PubAcks on its own goroutines.
 type Output struct {
-	name   string
-	cfg    OutputConfig
-	log    *slog.Logger
-	ready  atomic.Bool
-	setUp  func(bool)
-	encode func(*event.Event) (*nats.Msg, error)
+	name    string
+	cfg     OutputConfig
+	log     *slog.Logger
+	ready   atomic.Bool
+	setUp   func(bool)
+	encode  func(*event.Event) (*nats.Msg, error)
+	pubOpts []jetstream.PublishOpt
+	window  chan struct{} // one element per publish awaiting its PubAck (capacity max_pending)
 
 	startOnce sync.Once
 	startErr  error
@@ -60,7 +65,11 @@ func newOutput(name string, cfg OutputConfig, deps engine.Deps) (*Output, error)
 	if log == nil {
 		log = slog.Default()
 	}
-	o := &Output{name: name, cfg: cfg, log: log.With("output", name, "transport", "nats")}
+	o := &Output{name: name, cfg: cfg, log: log.With("output", name, "transport", "nats"),
+		window: make(chan struct{}, cfg.MaxPending)}
+	if cfg.Stream != "" {
+		o.pubOpts = []jetstream.PublishOpt{jetstream.WithExpectStream(cfg.Stream)}
+	}
 	up, err := readyFunc(deps.Registerer, name, o.ready.Store)
 	if err != nil {
 		return nil, err
@@ -82,7 +91,12 @@ func (o *Output) Ready() bool { return o.ready.Load() }
 // background and Sends fail (retryably) meanwhile. Called once by the engine, before Send.
 func (o *Output) Start(context.Context) error {
 	o.startOnce.Do(func() {
-		nc, js, err := connect(&o.cfg.ConnectionConfig, o.name, o.log, o.setUp)
+		nc, js, err := connect(&o.cfg.ConnectionConfig, o.name, o.log, o.setUp,
+			jetstream.WithPublishAsyncTimeout(o.cfg.AckTimeout),
+			// The window keeps nats.go's count of publishes awaiting a PubAck at most
+			// max_pending (a future leaves it before its Send gives its place back), so
+			// nats.go never stalls a publish.
+			jetstream.WithPublishAsyncMaxPending(o.cfg.MaxPending))
 		if err != nil {
 			o.startErr = fmt.Errorf("nats output %s: %w", o.name, err)
 			return
@@ -94,9 +108,10 @@ func (o *Output) Start(context.Context) error {
 	return o.startErr
 }
 
-// Send publishes e and waits for its PubAck, at most ack_timeout [JetStream publish]. Any
-// error (no connection, no stream, timeout, a PubAck from another stream) is retryable; only an
-// event that cannot be encoded is permanent.
+// Send publishes e and waits for its PubAck, at most ack_timeout [JetStream publish]. It first
+// waits for a place in the window of max_pending publishes awaiting their PubAck. Any error (no
+// connection, no stream, timeout, a PubAck from another stream) is retryable and concerns e
+// alone; only an event that cannot be encoded is permanent.
 func (o *Output) Send(ctx context.Context, e *event.Event) error {
 	if err := o.Start(ctx); err != nil {
 		return err
@@ -108,13 +123,14 @@ func (o *Output) Send(ctx context.Context, e *event.Event) error {
 	o.mu.Lock()
 	js := o.js
 	o.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.AckTimeout)
-	defer cancel()
-	var opts []jetstream.PublishOpt
-	if o.cfg.Stream != "" {
-		opts = append(opts, jetstream.WithExpectStream(o.cfg.Stream))
+	select {
+	case o.window <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("nats publish %s: waiting for room among %d publishes awaiting their acknowledgement: %w", o.cfg.Subject, o.cfg.MaxPending, ctx.Err())
 	}
-	if _, err := js.PublishMsg(ctx, msg, opts...); err != nil {
+	paf, err := js.PublishMsgAsync(msg, o.pubOpts...)
+	if err != nil {
+		<-o.window
 		if errors.Is(err, nats.ErrHeadersNotSupported) && !o.connected() {
 			// Before the first connection the client knows no server features, and says
 			// headers are not supported: the cause is the connection.
@@ -122,7 +138,26 @@ func (o *Output) Send(ctx context.Context, e *event.Event) error {
 		}
 		return fmt.Errorf("nats publish %s: %w", o.cfg.Subject, err)
 	}
-	return nil
+	// nats.go resolves every future: with its PubAck, an error, or ErrAsyncPublishTimeout
+	// after ack_timeout.
+	ok, failed := paf.Ok(), paf.Err()
+	select {
+	case <-ok:
+		<-o.window
+		return nil
+	case err := <-failed:
+		<-o.window
+		return fmt.Errorf("nats publish %s: %w", o.cfg.Subject, err)
+	case <-ctx.Done():
+		go func() {
+			select {
+			case <-ok:
+			case <-failed:
+			}
+			<-o.window
+		}()
+		return fmt.Errorf("nats publish %s: %w", o.cfg.Subject, ctx.Err())
+	}
 }
 
 // connected reports whether the connection is up.
