@@ -149,17 +149,32 @@ func needsBase64(e *event.Event) bool {
 	}
 	if IsJSONMediaType(e.DataContentType()) {
 		// Written verbatim as the value of "data": it must be JSON itself.
-		return !json.Valid(data)
+		return !validJSON(data)
 	}
 	// Written as a JSON string: only UTF-8 text survives that.
 	return !utf8.Valid(data)
+}
+
+// plainMediaType reports whether ct holds only lower-case letters, digits and "/+.-": no
+// parameters, blanks or upper case, so that it is its own media type.
+func plainMediaType(ct string) bool {
+	for i := 0; i < len(ct); i++ {
+		switch c := ct[i]; {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '/', c == '+', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // IsJSONMediaType reports whether the JSON format writes data of content type ct as JSON rather
 // than as a string: no content type, or a JSON media type (the rule of sdk-go's writer).
 func IsJSONMediaType(ct string) bool {
 	mt := ""
-	if ct != "" {
+	if plainMediaType(ct) {
+		mt = ct // what mime.ParseMediaType or the fallback below would make of it
+	} else if ct != "" {
 		var err error
 		if mt, _, err = mime.ParseMediaType(ct); err != nil {
 			mt = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))

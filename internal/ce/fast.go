@@ -2,6 +2,7 @@ package ce
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -367,6 +368,15 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 		return skipNumber(b, i)
 	}
 	return 0, false
+}
+
+// validJSON is json.Valid: one check of the grammar, encoding/json's own when the value nests
+// deeper than the fast check follows.
+func validJSON(b []byte) bool {
+	if end, ok := skipValue(b, skipWS(b, 0), 0); ok {
+		return skipWS(b, end) == len(b)
+	}
+	return json.Valid(b)
 }
 
 // afterElement reads what follows a member of an object or an element of an array closed by

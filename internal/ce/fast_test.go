@@ -195,3 +195,14 @@ func FuzzReadBatch(f *testing.F) {
 	f.Add([]byte("[]"))
 	f.Fuzz(checkReadBatch)
 }
+
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{`{"a":[1,-2.5e+3,true,false,null,"\u00e9\n"]}`, ` 0 `, `01`, `[1,]`, `"\x"`, "\"\xff\"", `-`, `1.`, `{"a" 1}`, `[]x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := validJSON(b), json.Valid(b); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid %v", b, got, want)
+		}
+	})
+}
