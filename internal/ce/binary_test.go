@@ -1,6 +1,7 @@
 package ce
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -66,6 +67,46 @@ func TestDecodeBinary(t *testing.T) {
 				t.Errorf("data %q, want %q", e.Data(), tc.data)
 			}
 			tc.check(t, func(name string) string { return AttrString(e, name) })
+		})
+	}
+}
+
+// TestDecodeBinaryV1Agrees: the direct path for 1.0 builds the same events as sdk-go's
+// attribute table, and leaves every error to it.
+func TestDecodeBinaryV1Agrees(t *testing.T) {
+	full := map[string]string{"specversion": "1.0", "id": " 1 ", "source": "https://example.com/x?y=1#z", "type": " t",
+		"subject": "s ", "dataschema": "https://example.com/schema", "time": "2026-11-30T03:04:05.678901234+01:00", "site": "north", "n": ""}
+	for name, tc := range map[string]struct {
+		attrs       map[string]string
+		contentType string
+		data        string
+		direct      bool
+	}{
+		"full":                                {full, "application/json", `{"a":1}`, true},
+		"datacontenttype wins":                {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "datacontenttype": " text/plain "}, "application/json", "x", true},
+		"blank subject":                       {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "subject": "  ", "dataschema": " "}, "", "", true},
+		"binary data":                         {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, "application/octet-stream", "\x00\xff", true},
+		"invalid JSON data":                   {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}, "application/json", "{", true},
+		"blank id":                            {map[string]string{"specversion": "1.0", "id": " ", "source": "/s", "type": "t"}, "", "", false},
+		"bad time":                            {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "time": "now"}, "", "", false},
+		"bad source":                          {map[string]string{"specversion": "1.0", "id": "1", "source": "%zz", "type": "t"}, "", "", false},
+		"data header":                         {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": "x"}, "", "", false},
+		"missing type":                        {map[string]string{"specversion": "1.0", "id": "1", "source": "/s"}, "", "", false},
+		"bad extension name":                  {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "a-b": "x"}, "", "", false},
+		"extension named an attribute of 0.3": {map[string]string{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "schemaurl": "x"}, "", "", true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want, wantErr := decodeBinarySpec("ce-", "1.0", tc.attrs, tc.contentType, []byte(tc.data))
+			got, ok := decodeBinaryV1(tc.attrs, tc.contentType, []byte(tc.data))
+			if ok != tc.direct {
+				t.Errorf("direct path taken: %v, want %v (sdk-go's table: %v)", ok, tc.direct, wantErr)
+			}
+			if ok && (wantErr != nil || !reflect.DeepEqual(got, want)) {
+				t.Errorf("direct path built %#v, sdk-go's table %#v, %v", got, want, wantErr)
+			}
+			if !ok && wantErr == nil {
+				t.Errorf("direct path refused what sdk-go's table takes")
+			}
 		})
 	}
 }

@@ -189,11 +189,12 @@ func cpuTime(ru *syscall.Rusage) time.Duration {
 }
 
 // BenchmarkInput measures the HTTP input per event in binary, structured and batched mode
-// (benchBatchSize events per request); see the comment at the top of this file. net-http-floor
-// is the same client posting structured events to a bare net/http server with the input's
-// timeouts whose handler reads the body and answers 204: what net/http and the kernel cost
-// before the input does anything. Run it with -count 3 or more on a shared machine and compare
-// the medians of cpu-µs/event, and each with client-cpu-µs/event, which moves with the load.
+// (benchBatchSize events per request); see the comment at the top of this file.
+// net-http-floor/{binary,structured} is the same client posting the same requests to a bare
+// net/http server with the input's timeouts whose handler reads the body and answers 204: what
+// net/http and the kernel cost before the input does anything. Run it with -count 3 or more on
+// a shared machine and compare the medians of cpu-µs/event, and each with client-cpu-µs/event,
+// which moves with the load.
 func BenchmarkInput(b *testing.B) {
 	for _, mode := range []string{"binary", "structured", "batch"} {
 		b.Run(mode, func(b *testing.B) {
@@ -213,38 +214,40 @@ func BenchmarkInput(b *testing.B) {
 			benchClient(b, "http://"+in.Addr().String()+"/events", mode, perRequest, d.count)
 		})
 	}
-	b.Run("net-http-floor", func(b *testing.B) {
-		c, err := Config{Listen: "127.0.0.1:0"}.withDefaults()
-		if err != nil {
-			b.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", c.Listen)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var mu sync.Mutex
-		n := 0
-		srv := &http.Server{
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.ReadAll(r.Body)
+	for _, mode := range []string{"binary", "structured"} {
+		b.Run("net-http-floor/"+mode, func(b *testing.B) {
+			c, err := Config{Listen: "127.0.0.1:0"}.withDefaults()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ln, err := net.Listen("tcp", c.Listen)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var mu sync.Mutex
+			n := 0
+			srv := &http.Server{
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.ReadAll(r.Body)
+					mu.Lock()
+					n++
+					mu.Unlock()
+					w.WriteHeader(http.StatusNoContent)
+				}),
+				ReadHeaderTimeout: c.ReadTimeout,
+				ReadTimeout:       c.ReadTimeout,
+				WriteTimeout:      c.WriteTimeout,
+				IdleTimeout:       2 * time.Minute,
+			}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+			benchClient(b, "http://"+ln.Addr().String()+"/", mode, 1, func() int {
 				mu.Lock()
-				n++
-				mu.Unlock()
-				w.WriteHeader(http.StatusNoContent)
-			}),
-			ReadHeaderTimeout: c.ReadTimeout,
-			ReadTimeout:       c.ReadTimeout,
-			WriteTimeout:      c.WriteTimeout,
-			IdleTimeout:       2 * time.Minute,
-		}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		benchClient(b, "http://"+ln.Addr().String()+"/", "structured", 1, func() int {
-			mu.Lock()
-			defer mu.Unlock()
-			return n
+				defer mu.Unlock()
+				return n
+			})
 		})
-	})
+	}
 }
 
 // benchClient runs the client process against url until b.N events (perRequest per request)
