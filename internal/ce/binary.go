@@ -74,6 +74,12 @@ func decodeBinarySpec(prefix, sv string, attrs map[string]string, contentType st
 			return nil, fmt.Errorf("%s%s: %w", prefix, name, err)
 		}
 	}
+	return binaryEvent(ctx, data)
+}
+
+// binaryEvent is the event of a binary-mode message with context ctx and body data (copied),
+// validated, its data marked binary when it must be.
+func binaryEvent(ctx event.EventContext, data []byte) (*event.Event, error) {
 	e := event.Event{Context: ctx}
 	if len(data) > 0 {
 		e.DataEncoded = bytes.Clone(data)
@@ -124,13 +130,6 @@ func decodeBinaryV1(attrs map[string]string, contentType string, data []byte) (*
 	if _, ok := attrs["datacontenttype"]; !ok && contentType != "" {
 		_ = ctx.SetDataContentType(contentType) // never fails
 	}
-	e := event.Event{Context: ctx}
-	if len(data) > 0 {
-		e.DataEncoded = bytes.Clone(data)
-	}
-	if err := e.Validate(); err != nil {
-		return nil, false
-	}
-	MarkBinaryData(&e)
-	return &e, true
+	e, err := binaryEvent(ctx, data)
+	return e, err == nil
 }
