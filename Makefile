@@ -85,11 +85,13 @@ test: brokers toolchains fmt-check vet deploy-check
 	$(GO) test -race -tags otel ./internal/tracing/
 	$(GO) test -race -tags otel -run 'Tracing' ./cmd/turnout/
 
-# Benchmarks: the rule call path, the engine, the file output, the spool and tracing; figures go
-# to docs/benchmarks.md.
+# Benchmarks: the rule call path, the engine, the file output, the spool, tracing, the JSON
+# event format's reader and the HTTP input's CPU per event (3 runs: read the medians); figures
+# go to docs/benchmarks.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/ ./spool/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./engine/ ./hostabi/ ./transports/file/ ./spool/ ./internal/ce/
 	$(GO) test -tags otel -run '^$$' -bench . -benchmem -count 1 ./internal/tracing/
+	$(GO) test -run '^$$' -bench BenchmarkInput -benchmem -count 3 ./transports/http/
 
 # End-to-end benchmark through the local brokers (a private mosquitto, RabbitMQ on 127.0.0.1:5672
 # with AMQP 1.0, nats-server with JetStream on 127.0.0.1:4222; see scripts/brokers.sh; Kafka is
