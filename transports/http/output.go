@@ -264,7 +264,7 @@ func writeBinaryHeaders(h http.Header, e *event.Event) error {
 		if n == "dataschema" && e.SpecVersion() == event.CloudEventsVersionV03 {
 			n = "schemaurl"
 		}
-		h[cePrefix+strings.ToUpper(n[:1])+n[1:]] = []string{encodeHeaderValue(v)}
+		h[cePrefix+strings.ToUpper(n[:1])+n[1:]] = []string{ce.PercentEncode(v)}
 	}
 	if ct := e.DataContentType(); ct != "" {
 		if strings.ContainsFunc(ct, func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }) {

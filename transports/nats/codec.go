@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
 
 	"github.com/turnout-router/turnout/engine"
@@ -25,18 +26,32 @@ const headerContentType = "Content-Type"
 // contextAttrs are the context attributes of CloudEvents 1.0 and 0.3 in writing order.
 var contextAttrs = []string{"specversion", "id", "source", "type", "subject", "datacontenttype", "dataschema", "time"}
 
+// ceHeaders are the binary-mode header names of contextAttrs.
+var ceHeaders = func() map[string]string {
+	m := make(map[string]string, len(contextAttrs))
+	for _, name := range contextAttrs {
+		m[name] = cePrefix + name
+	}
+	return m
+}()
+
 // encodeBinary renders e in binary mode [CE-NATS-3.1]: one ce-<name> header per attribute and
 // extension present, datacontenttype included, values percent-encoded [CE-HTTP-3.1.3.2]; the
 // data's bytes are the payload.
 func encodeBinary(subject string, e *event.Event) *nats.Msg {
-	m := nats.NewMsg(subject)
+	exts := e.Extensions() // a copy: take it once
+	m := &nats.Msg{Subject: subject, Header: make(nats.Header, len(contextAttrs)+len(exts))}
 	for _, name := range contextAttrs {
 		if v := ce.AttrString(e, name); v != "" {
-			m.Header[cePrefix+name] = []string{percentEncode(v)}
+			m.Header[ceHeaders[name]] = []string{ce.PercentEncode(v)}
 		}
 	}
-	for name := range e.Extensions() {
-		m.Header[cePrefix+name] = []string{percentEncode(ce.AttrString(e, name))}
+	for name, v := range exts {
+		s, err := types.Format(v) // ce.AttrString's form of an extension
+		if err != nil {
+			s = ""
+		}
+		m.Header[cePrefix+name] = []string{ce.PercentEncode(s)}
 	}
 	m.Data = e.Data()
 	return m
@@ -52,21 +67,6 @@ func encodeStructured(subject string, e *event.Event) (*nats.Msg, error) {
 	m.Header[headerContentType] = []string{ce.ContentTypeJSON}
 	m.Data = b
 	return m, nil
-}
-
-// percentEncode escapes space, '"', '%' and every byte outside printable ASCII as %XX of its
-// UTF-8 bytes [CE-HTTP-3.1.3.2].
-func percentEncode(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= 0x20 || c == '"' || c == '%' || c > 0x7e {
-			fmt.Fprintf(&b, "%%%02X", c)
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
 }
 
 // decode turns one received message into an engine message. A message that is not a valid

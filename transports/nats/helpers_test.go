@@ -35,13 +35,13 @@ type fixture struct {
 }
 
 // sharedFixture creates a stream of its own on the shared server.
-func sharedFixture(t *testing.T) fixture {
+func sharedFixture(t testing.TB) fixture {
 	t.Helper()
 	url := natstest.Shared(t)
 	return newFixture(t, url)
 }
 
-func newFixture(t *testing.T, url string) fixture {
+func newFixture(t testing.TB, url string) fixture {
 	t.Helper()
 	stream := natstest.Name("T")
 	subject := "turnout.test." + stream
