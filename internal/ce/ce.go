@@ -1,7 +1,12 @@
 // Package ce holds the CloudEvents helpers every transport shares: the structured-mode JSON
 // format [CE-JSON] (encoding with data_base64 where the data's bytes need it, decoding with
-// validation), the binary mode of the bindings that carry attributes as string headers
-// (DecodeBinary), the attribute naming rule [CE-2] and the string form of attribute values.
+// validation, of one event or of a batch [CE-JSON-4]), the binary mode of the bindings that
+// carry attributes as string headers (DecodeBinary, PercentEncode), the attribute naming rule
+// [CE-2] and the string form of attribute values.
+//
+// Decoding takes a fast path for the common shapes of a CloudEvents 1.0 event (one pass over
+// the JSON text; the context's setters for binary mode) and sdk-go's readers for everything
+// else; both give the same event for the same input, and every refusal comes from sdk-go's.
 //
 // Invariant: EncodeStructured and DecodeStructured are inverses for every valid event: the
 // attributes, the extensions' values and the data's bytes survive the trip unchanged. Nothing
