@@ -2,6 +2,7 @@
 //
 //	turnout run -c turnout.yaml        run until SIGINT or SIGTERM
 //	turnout validate -c turnout.yaml   check a configuration without connecting anything
+//	turnout dlq list|show|replay       the dead-letter files (turnout dlq help)
 //	turnout version                    print the version
 //
 // Its job is wiring: it loads the configuration (package config), starts the admin server, the
@@ -45,6 +46,7 @@ commands:
   run -c FILE        run the router until SIGINT or SIGTERM
   validate -c FILE   check a configuration, connecting nothing
   rules test FILE    run a rule over sample events (turnout rules help)
+  dlq list           list the dead-letter file entries; also show, replay (turnout dlq help)
   version            print version information
 `
 
@@ -63,6 +65,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(ctx, args[1:], stdout, stderr)
 	case "rules":
 		return cmdRules(ctx, args[1:], stdout, stderr)
+	case "dlq":
+		return cmdDLQ(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "turnout %s\ngo: %s\nrule abi: v%d\n", version, runtime.Version(), wire.Version)
 		return 0

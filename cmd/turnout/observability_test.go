@@ -389,7 +389,7 @@ func scrapeBusyTurnout(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	rule := ruleFile(t, "hostabi/testdata/misbehave")
-	// A receiver that is down for good: every send is retried, then dead-lettered or nacked.
+	// A receiver that is down for good: every send is retried, then dead-lettered.
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
@@ -455,9 +455,10 @@ routes:
 			t.Errorf("POST %s event = %d, want 204 (delivered, dead-lettered or dropped)", typ, code)
 		}
 	}
-	// strict: no dead-letter output, so the event is rejected to its source.
-	if code := postEvent(t, "http://"+bare+"/", "obs-strict", "care.alarm.raised"); code < 500 {
-		t.Errorf("POST to the route without dead-letter output = %d, want a 5xx", code)
+	// strict: no dead-letter output, so the event the output refuses goes to the route's
+	// dead-letter file.
+	if code := postEvent(t, "http://"+bare+"/", "obs-strict", "care.alarm.raised"); code != http.StatusNoContent {
+		t.Errorf("POST to the route without dead-letter output = %d, want 204 (written to its dead-letter file)", code)
 	}
 	// telemetry: through the embedded broker and back into it; and a client the broker refuses.
 	connect := func(id, password string) (paho.Client, error) {
@@ -484,16 +485,17 @@ routes:
 
 	// What a user would look for on the dashboard after these events.
 	for series, want := range map[string]string{
-		`turnout_events_routed_total{output="archive",route="care"}`:               "1",
-		`turnout_events_routed_total{output="uplink",route="telemetry"}`:           "1",
-		`turnout_events_dead_lettered_total{reason="output",route="care"}`:         "1",
-		`turnout_events_dead_lettered_total{reason="rule",route="care"}`:           "2",
-		`turnout_events_dropped_total{route="care"}`:                               "1",
-		`turnout_events_nacked_total{input="bare",reason="output",route="strict"}`: "1",
-		`turnout_delivery_retries_total{output="hook",route="care"}`:               "1",
-		`turnout_rule_decisions_total{action="error",route="care"}`:                "1",
-		`turnout_spool_forwarded_total{output="archive"}`:                          "1",
-		`turnout_broker_access_denied_total{action="connect"}`:                     "1",
+		`turnout_events_routed_total{output="archive",route="care"}`:         "1",
+		`turnout_events_routed_total{output="uplink",route="telemetry"}`:     "1",
+		`turnout_events_dead_lettered_total{reason="output",route="care"}`:   "1",
+		`turnout_events_dead_lettered_total{reason="rule",route="care"}`:     "2",
+		`turnout_events_dropped_total{route="care"}`:                         "1",
+		`turnout_events_dead_lettered_total{reason="output",route="strict"}`: "1",
+		`turnout_dead_letter_file_events_total{route="strict"}`:              "1",
+		`turnout_delivery_retries_total{output="hook",route="care"}`:         "1",
+		`turnout_rule_decisions_total{action="error",route="care"}`:          "1",
+		`turnout_spool_forwarded_total{output="archive"}`:                    "1",
+		`turnout_broker_access_denied_total{action="connect"}`:               "1",
 		`turnout_ready`: "1",
 	} {
 		testutil.WaitFor(t, series+" = "+want, 10*time.Second, func() bool { return metricLine(t, adminAddr, series) == want })

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/turnout-router/turnout/cmd/turnout/internal/admin"
 	"github.com/turnout-router/turnout/cmd/turnout/internal/config"
+	"github.com/turnout-router/turnout/cmd/turnout/internal/dlq"
 	"github.com/turnout-router/turnout/cmd/turnout/internal/rulestore"
 	"github.com/turnout-router/turnout/engine"
 	"github.com/turnout-router/turnout/hostabi"
@@ -117,6 +119,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		}
 	}()
 
+	// First: a second turnout on the same data directory stops here, before it binds a port or
+	// touches a file of the one that runs.
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, closer{"data directory lock", func(context.Context) error { return lock.Close() }})
+
 	reg := admin.NewRegistry(version)
 	cacheDir := filepath.Join(cfg.DataDir, "cache", "wasm")
 	if err := os.MkdirAll(cacheDir, 0o750); err != nil {
@@ -196,6 +206,12 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 		}
 	}
 
+	deadLetters, err := lastResortDeadLetters(cfg, built, reg, logger)
+	if err != nil {
+		closers = append(closers, closer{"configured parts", built.CloseAll})
+		return err
+	}
+
 	tracer, stopTracing, err := tracing.New(ctx, cfg.Tracing, version, logger.With("component", "tracing"))
 	if err != nil {
 		closers = append(closers, closer{"configured parts", built.CloseAll})
@@ -226,6 +242,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 	parts.Store(built)
 	if adm != nil {
 		adm.SetRules(newRuleService(store, host, validator, cfg, built.Switches, logger.With("component", "rules")))
+		adm.SetDeadLetters(deadLetters)
 	}
 	logger.Info("turnout running", "version", version, "inputs", len(built.Inputs), "outputs", len(built.Outputs), "routes", len(built.Routes))
 	releaseStartupMemory()
@@ -233,6 +250,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 	<-ctx.Done()
 	if adm != nil {
 		adm.SetRules(nil) // no change while the routes drain and the rules close
+		adm.SetDeadLetters(nil)
 	}
 	logger.Info("shutting down: draining in-flight messages", "drain_timeout", cfg.DrainTimeout)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
@@ -336,4 +354,53 @@ func keyPathLine(n *yaml.Node, path string) int {
 		}
 	}
 	return line
+}
+
+// deadLetterFileOutput names a route's dead-letter file in the engine's per-output metrics and
+// logs.
+const deadLetterFileOutput = "dead-letter-file"
+
+// lastResortDeadLetters gives every built route its dead-letter file (package dlq): as its
+// dead-letter output when the configuration names none, so that an event it cannot deliver is
+// written there and acknowledged rather than redelivered for ever; and as an extra input through
+// which the file's entries are replayed. It warns, naming the file, for each route that writes
+// to one. It returns the replay service of the admin API.
+func lastResortDeadLetters(cfg *config.Config, built *config.Built, reg prometheus.Registerer, logger *slog.Logger) (deadLetterService, error) {
+	store, err := dlq.New(cfg.DataDir, dlq.Options{Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	svc := deadLetterService{}
+	for i := range built.Routes {
+		r := &built.Routes[i]
+		name := r.Config.Name
+		dr := store.Route(name)
+		svc[name] = dr
+		if r.DeadLetter == nil {
+			r.DeadLetter, r.DeadLetterName = dr.Sink(), deadLetterFileOutput
+			logger.Warn("route has no dead_letter output: events it cannot deliver (malformed, failed by its rule, refused by an output after the retry policy) go to its dead-letter file; turnout dlq list shows them",
+				"route", name, "file", dr.Path())
+		}
+		r.Inputs[dlq.InputName(name)] = dr.Source()
+	}
+	return svc, nil
+}
+
+// deadLetterService is the admin API's replay service over the routes' dead-letter files.
+type deadLetterService map[string]*dlq.Route
+
+// Replay implements admin.DeadLetterService.
+func (s deadLetterService) Replay(ctx context.Context, route, id string) (admin.ReplayResult, error) {
+	r, ok := s[route]
+	if !ok {
+		return admin.ReplayResult{}, fmt.Errorf("route %q: %w", route, admin.ErrRouteNotFound)
+	}
+	res, err := r.Replay(ctx, id)
+	switch {
+	case errors.Is(err, dlq.ErrNoEntry):
+		err = fmt.Errorf("%w: %w", admin.ErrEntryNotFound, err)
+	case errors.Is(err, dlq.ErrNotRunning):
+		err = &admin.APIError{Status: http.StatusServiceUnavailable, Code: admin.CodeUnavailable, Detail: err.Error()}
+	}
+	return res, err
 }

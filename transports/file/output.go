@@ -170,7 +170,7 @@ func (o *Output) Ready() bool {
 // encoded is a Permanent error; a write or fsync failure is a retryable error. When ctx ends
 // first, Send returns ctx.Err() and the line may still be written (a retry then duplicates it).
 func (o *Output) Send(ctx context.Context, e *event.Event) error {
-	line, err := encodeLine(e)
+	line, err := EncodeLine(e)
 	if err != nil {
 		return engine.Permanent(fmt.Errorf("file output %s: encode event %s: %w", o.name, e.ID(), err))
 	}
@@ -271,9 +271,10 @@ func (o *Output) Close(ctx context.Context) error {
 	return nil
 }
 
-// encodeLine writes e in the CloudEvents JSON format followed by a newline. It returns an error
-// for an invalid event.
-func encodeLine(e *event.Event) ([]byte, error) {
+// EncodeLine returns e in the CloudEvents JSON format on one line, followed by a newline, as the
+// output writes it (data that would not survive as JSON text goes as data_base64). It returns
+// an error for an invalid event. The dead-letter file of cmd/turnout writes events with it too.
+func EncodeLine(e *event.Event) ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, errors.New(strings.TrimSpace(err.Error()))
 	}

@@ -1,11 +1,13 @@
 // Package admin serves turnout's operational HTTP endpoints: /metrics, /healthz and /readyz,
-// Go's /debug/pprof/ profiles when configured, and the rules API (rules.go) when given a
-// RuleService; it also holds the rules API's client (client.go).
+// Go's /debug/pprof/ profiles when configured, the rules API (rules.go) when given a
+// RuleService, and the dead-letter replay endpoint (dlq.go) when given a DeadLetterService; it
+// also holds their client (client.go).
 //
 // Invariants: metrics come only from the registry the process created for itself (NewRegistry),
 // never from the prometheus global registry, so that what /metrics shows is exactly what
 // turnout's modules registered on the Registerer they were given; /metrics, /healthz and /readyz
-// are always open, while the rules API changes nothing without the configured bearer token.
+// are always open, while the rules API and the replay endpoint change nothing without the
+// configured bearer token.
 //
 // Against slow and hostile clients: the listener bounds the time to send headers and requests
 // and the size of headers and uploads (Options), a remote address that sent too many wrong
@@ -122,6 +124,7 @@ const (
 type Server struct {
 	opts      Options
 	rules     atomic.Pointer[RuleService]
+	dlq       atomic.Pointer[DeadLetterService]
 	authLimit *authLimiter
 	srv       *http.Server
 	ln        net.Listener
@@ -174,6 +177,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	s.rulesRoutes(mux)
+	s.dlqRoutes(mux)
 	return mux
 }
 

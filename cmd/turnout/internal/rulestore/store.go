@@ -31,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/turnout-router/turnout/internal/fsutil"
 )
 
 // HistoryLimit is how many previous versions a route keeps for rollback; older ones fall off
@@ -136,7 +138,7 @@ func cleanTemp(dir string) error {
 		}
 	}
 	if removed {
-		return syncDir(dir)
+		return fsutil.SyncDir(dir)
 	}
 	return nil
 }
@@ -186,7 +188,7 @@ func (s *Store) loadVersions() error {
 		}
 	}
 	if removed {
-		return syncDir(bdir)
+		return fsutil.SyncDir(bdir)
 	}
 	return nil
 }
@@ -280,19 +282,7 @@ func writeAtomic(dir, name string, data []byte) (err error) {
 	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+	return fsutil.SyncDir(dir)
 }
 
 func writeJSON(dir, name string, v any) error {
@@ -526,14 +516,14 @@ func (s *Store) Delete(sum string) error {
 	if err := os.Remove(filepath.Join(vdir, sum+".json")); err != nil {
 		return fmt.Errorf("rulestore delete %s: %w", short(sum), err)
 	}
-	if err := syncDir(vdir); err != nil {
+	if err := fsutil.SyncDir(vdir); err != nil {
 		return fmt.Errorf("rulestore delete %s: %w", short(sum), err)
 	}
 	delete(s.versions, sum)
 	if err := os.Remove(filepath.Join(bdir, sum+".wasm")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rulestore delete %s: module file: %w", short(sum), err)
 	}
-	if err := syncDir(bdir); err != nil {
+	if err := fsutil.SyncDir(bdir); err != nil {
 		return fmt.Errorf("rulestore delete %s: %w", short(sum), err)
 	}
 	return nil
