@@ -9,7 +9,9 @@
 // embedded broker, the rule host and the engine, and shuts them down in the reverse order on a
 // signal. Invariant: on shutdown the engine drains first (every input message settled, acked or
 // nacked, within shutdown.drain_timeout) and only then are the rules, the rule host, the broker
-// and the admin server closed, so no message is settled against a closed part.
+// and the admin server closed, so no message is settled against a closed part. One process at a
+// time runs on a data directory: run takes an exclusive lock on <data_dir>/LOCK before anything
+// else (validate and dlq list/show do not, and write nothing there).
 package main
 
 import (
