@@ -283,11 +283,21 @@ func (r *Route) open() error {
 	}
 	path := r.Path()
 	_, statErr := os.Stat(path)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("dead-letter file: %w", err)
 	}
 	st, err := f.Stat()
+	if err == nil && st.Size() > 0 {
+		// A line cut short (a write that failed and could not be cut back): end it, so that the
+		// next entry starts a line of its own; readers report the fragment.
+		last := make([]byte, 1)
+		if _, err = f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+			if _, err = f.Write([]byte("\n")); err == nil {
+				st, err = f.Stat()
+			}
+		}
+	}
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("dead-letter file %s: %w", path, err)

@@ -274,3 +274,23 @@ func TestParseName(t *testing.T) {
 		}
 	}
 }
+
+// TestCutLineEnded: a file whose last line was cut short (a crash in the middle of a write that
+// could not be cut back) gets that line ended before the next entry, which stays readable.
+func TestCutLineEnded(t *testing.T) {
+	s, _, _ := newStore(t, 0)
+	r := s.Route("care")
+	if err := os.MkdirAll(s.Dir(), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(r.Path(), []byte(`{"time":"2026-01-01T00:00:00Z","rou`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sink().Send(context.Background(), deadLetter(KindRule, "after", nil)); err != nil {
+		t.Fatal(err)
+	}
+	entries, errs := s.List("care")
+	if id, _, _ := entries[0].Summary(); len(entries) != 1 || id != "after" || entries[0].Line != 2 || len(errs) != 1 {
+		t.Fatalf("List = %d entries, errors %v; want the new entry on line 2 and the fragment on line 1 reported", len(entries), errs)
+	}
+}
