@@ -101,20 +101,25 @@ routes:
 	}
 
 	pub := mqttClient(t, mqttURL, "turnout-test-dlq-pub-"+run)
-	for _, payload := range []string{
-		`this is not a cloudevent`,
-		`{"specversion":"1.0","id":"dlq-fail","source":"/devices/7","type":"fail","data":{"n":1}}`,
-		`{"specversion":"1.0","id":"dlq-ok","source":"/devices/7","type":"care.alarm.fall","data":{"n":2}}`,
-	} {
+	publish := func(payload string) {
+		t.Helper()
 		if tok := pub.Publish(topic, 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish: %v", tok.Error())
 		}
 	}
+	metric := func(series string) string { return metricLine(t, adminAddr, series) }
+	// The route takes messages concurrently: the malformed one is written first, and waited
+	// for, so that the file's order (and the indexes below) is known.
+	publish(`this is not a cloudevent`)
+	testutil.WaitFor(t, "the malformed message in the file", 20*time.Second, func() bool {
+		return metric(`turnout_dead_letter_file_events_total{route="care"}`) == "1"
+	})
+	publish(`{"specversion":"1.0","id":"dlq-fail","source":"/devices/7","type":"fail","data":{"n":1}}`)
+	publish(`{"specversion":"1.0","id":"dlq-ok","source":"/devices/7","type":"care.alarm.fall","data":{"n":2}}`)
 	if code := postEvent(t, "http://"+httpAddr+"/", "dlq-refused", "care.alarm.fall"); code != http.StatusNoContent {
 		t.Fatalf("POST to the route whose output refuses = %d, want 204 (dead-lettered to the file)", code)
 	}
 
-	metric := func(series string) string { return metricLine(t, adminAddr, series) }
 	for series, want := range map[string]string{
 		`turnout_dead_letter_file_events_total{route="care"}`:                 "2",
 		`turnout_dead_letter_file_events_total{route="forward"}`:              "1",
