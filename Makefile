@@ -121,11 +121,21 @@ bench-footprint: build
 reliability: brokers
 	RELIABILITY=full $(GO) test -count=1 -v -timeout 60m -run '^(TestReliability|TestScaleOut|TestSpoolOutage)$$' ./reliability/
 
-# A short run of every fuzz target.
+# Every fuzz target in the module, one after another, each for FUZZTIME (make fuzz FUZZTIME=10m).
+# The targets are found with `go test -list '^Fuzz'` in each package with tests, so a new one is
+# never left out; the first failure stops the run, its crasher written to the package's
+# testdata/fuzz/<Target>/. FUZZFLAGS adds flags, e.g. FUZZFLAGS=-parallel=1 for one worker;
+# FUZZPKGS narrows the packages (FUZZPKGS=./transports/...). `make test` runs only the seed
+# corpora (as every `go test` does), never this.
+FUZZTIME  ?= 10s
+FUZZFLAGS ?=
+FUZZPKGS  ?= ./...
 fuzz:
-	@for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 10s $$pkg || exit 1; \
+	@for pkg in $$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' $(FUZZPKGS)); do \
+	  list=$$($(GO) test -list '^Fuzz' $$pkg) || exit 1; \
+	  for f in $$(echo "$$list" | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$pkg || exit 1; \
 	  done; \
 	done
 
