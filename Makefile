@@ -125,8 +125,9 @@ reliability: brokers
 # The targets are found with `go test -list '^Fuzz'` in each package with tests, so a new one is
 # never left out; the first failure stops the run, its crasher written to the package's
 # testdata/fuzz/<Target>/. FUZZFLAGS adds flags, e.g. FUZZFLAGS=-parallel=1 for one worker;
-# FUZZPKGS narrows the packages (FUZZPKGS=./transports/...). `make test` runs only the seed
-# corpora (as every `go test` does), never this.
+# FUZZPKGS narrows the packages (FUZZPKGS=./transports/...). -timeout 0: go test's default
+# 10m timeout would kill a run of FUZZTIME=10m. `make test` runs only the seed corpora (as every
+# `go test` does), never this.
 FUZZTIME  ?= 10s
 FUZZFLAGS ?=
 FUZZPKGS  ?= ./...
@@ -135,7 +136,7 @@ fuzz:
 	  list=$$($(GO) test -list '^Fuzz' $$pkg) || exit 1; \
 	  for f in $$(echo "$$list" | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f $(FUZZTIME)"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) $$pkg || exit 1; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -timeout 0 $(FUZZFLAGS) $$pkg || exit 1; \
 	  done; \
 	done
 
