@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
 
 	"github.com/turnout-router/turnout/internal/ce"
@@ -122,31 +124,61 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// FuzzDecode feeds messages of arbitrary headers (name, value, name, value, ... separated by
+// NUL) and payload, binary and structured mode alike. Each is an event or a decode error whose
+// Raw holds the payload and that names the subject; an event is valid, in binary mode its data
+// is the payload, and it comes back the same (extensions compared as text: binary mode carries
+// them so) when written again in either mode.
 func FuzzDecode(f *testing.F) {
-	f.Add("1.0", "id", "text/plain", []byte("data"))
-	f.Add("", "", "application/cloudevents+json", []byte(`{"specversion":"1.0","id":"1","source":"s","type":"t"}`))
-	f.Add("0.3", "%41", "", []byte{0xff})
-	f.Fuzz(func(t *testing.T, sv, id, ct string, data []byte) {
+	for _, binary := range []bool{true, false} {
+		for _, data := range [][]byte{[]byte(`{"a":1,"b":"ü"}`), {0, 1, 0xff}, nil} {
+			e := fullEvent("id-1", data, "application/json", binary)
+			var m *nats.Msg
+			if binary {
+				m = encodeBinary("s", e)
+			} else {
+				var err error
+				if m, err = encodeStructured("s", e); err != nil {
+					f.Fatal(err)
+				}
+			}
+			var kv []string
+			for k, vs := range m.Header {
+				kv = append(kv, k, vs[0])
+			}
+			f.Add(strings.Join(kv, "\x00"), m.Data)
+		}
+	}
+	f.Add("ce-specversion\x001.0\x00ce-id\x00id\x00ce-source\x00s\x00ce-type\x00t\x00Content-Type\x00text/plain", []byte("data"))
+	f.Add("Content-Type\x00application/cloudevents+json", []byte(`{"specversion":"1.0","id":"1","source":"s","type":"t"}`))
+	f.Add("ce-specversion\x000.3\x00ce-id\x00%41\x00ce-source\x00s\x00ce-type\x00t\x00ce-schemaurl\x00%zz", []byte{0xff})
+	f.Add("CE-SPECVERSION\x001.0\x00ce-Id\x001\x00ce-id\x002\x00ce-source\x00s\x00ce-type\x00t", []byte(nil))
+	f.Add("Content-Type\x00application/cloudevents-batch+json", []byte(`[]`))
+	f.Fuzz(func(t *testing.T, headers string, data []byte) {
 		h := nats.Header{}
-		if sv != "" {
-			h["ce-specversion"] = []string{sv}
-			h["ce-source"] = []string{"s"}
-			h["ce-type"] = []string{"t"}
+		kv := strings.Split(headers, "\x00")
+		for i := 0; i+1 < len(kv); i += 2 {
+			h[kv[i]] = append(h[kv[i]], kv[i+1])
 		}
-		if id != "" {
-			h["ce-id"] = []string{id}
-		}
-		if ct != "" {
-			h["Content-Type"] = []string{ct}
-		}
-		m := decode("s", h, data)
+		m := decode("subj", h, data)
 		if (m.Event == nil) == (m.DecodeErr == nil) {
 			t.Fatalf("want exactly one of Event and DecodeErr: %v, %v", m.Event, m.DecodeErr)
 		}
 		if m.Event == nil {
+			if !strings.HasPrefix(m.DecodeErr.Error(), "nats message on subj: ") {
+				t.Fatalf("error %q does not name the subject", m.DecodeErr)
+			}
+			if !bytes.Contains(m.Raw, data) {
+				t.Fatalf("Raw %q does not hold the payload %q", m.Raw, data)
+			}
 			return
 		}
-		// A decoded event survives both encodings.
+		if err := m.Event.Validate(); err != nil {
+			t.Fatalf("decoded an invalid event: %v", err)
+		}
+		if h.Get("ce-specversion") != "" && !strings.HasPrefix(strings.ToLower(h.Get("Content-Type")), "application/cloudevents") && !bytes.Equal(m.Event.Data(), data) {
+			t.Fatalf("binary-mode data %q, want the payload %q", m.Event.Data(), data)
+		}
 		for _, enc := range []func() (*nats.Msg, error){
 			func() (*nats.Msg, error) { return encodeBinary("s", m.Event), nil },
 			func() (*nats.Msg, error) { return encodeStructured("s", m.Event) },
@@ -157,8 +189,21 @@ func FuzzDecode(f *testing.F) {
 			}
 			back := decode("s", out.Header, out.Data)
 			if back.DecodeErr != nil {
-				t.Fatalf("re-decode: %v", back.DecodeErr)
+				t.Fatalf("re-decode: %v\nheaders %q\npayload %q", back.DecodeErr, out.Header, out.Data)
+			}
+			if d := ce.Diff(extensionsAsText(m.Event), extensionsAsText(back.Event)); d != nil {
+				t.Fatalf("re-encoded event differs:\n%s\nheaders %q\npayload %q", strings.Join(d, "\n"), out.Header, out.Data)
 			}
 		}
 	})
+}
+
+// extensionsAsText returns a copy of e with every extension value as its canonical string.
+func extensionsAsText(e *event.Event) *event.Event {
+	c := e.Clone()
+	for k, v := range c.Extensions() {
+		s, _ := types.Format(v)
+		c.SetExtension(k, s)
+	}
+	return &c
 }
