@@ -152,9 +152,12 @@ func needsBase64(e *event.Event) bool {
 	if e.DataBase64 || len(data) == 0 {
 		return false
 	}
-	if IsJSONMediaType(e.DataContentType()) {
-		// Written verbatim as the value of "data": it must be JSON itself.
-		return !validJSON(data)
+	if ct := e.DataContentType(); IsJSONMediaType(ct) {
+		// Written verbatim as the value of "data": it must be JSON itself, and sdk-go's reader
+		// must take it as JSON too. The writer lower-cases and trims the media type, the reader
+		// does not: under "Application/JSON" the data would be written as JSON and read back
+		// as a string, which fails. data_base64 is read back whatever the type.
+		return !readsAsJSON(ct) || !validJSON(data)
 	}
 	// Written as a JSON string: only UTF-8 text survives that.
 	return !utf8.Valid(data)
@@ -171,6 +174,21 @@ func plainMediaType(ct string) bool {
 		}
 	}
 	return true
+}
+
+// readsAsJSON reports whether sdk-go's JSON reader takes data of content type ct as JSON: its
+// media type compared exactly as written (case kept, and without parameters, surrounding space
+// kept too).
+func readsAsJSON(ct string) bool {
+	mt := ct
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		mt = strings.TrimSpace(ct[:i])
+	}
+	switch mt {
+	case "", event.ApplicationJSON, event.TextJSON, event.ApplicationCloudEventsJSON, event.ApplicationCloudEventsBatchJSON:
+		return true
+	}
+	return false
 }
 
 // IsJSONMediaType reports whether the JSON format writes data of content type ct as JSON rather

@@ -31,6 +31,11 @@ func TestStructuredRoundTrip(t *testing.T) {
 		{"invalid JSON under a JSON type", event.ApplicationJSON, []byte("{not json"), true},
 		{"non-UTF-8 text", "text/plain", []byte{0xc3, 0x28}, true},
 		{"no data", "", nil, false},
+		// sdk-go writes data under a JSON type in any case as JSON, and reads it as JSON only
+		// under the type in lower case.
+		{"JSON data under a JSON type in upper case", "Application/JSON", []byte(`{"a":1}`), true},
+		{"JSON data under a JSON type with parameters in upper case", "TEXT/json; charset=utf-8", []byte(`{}`), true},
+		{"JSON data under a JSON type with parameters", "application/json; charset=utf-8", []byte(`"x"`), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
