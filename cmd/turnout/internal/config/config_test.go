@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -536,6 +537,11 @@ routes: { r: { inputs: [in], outputs: [out] } }
 	}
 }
 
+// FuzzLoadConfig parses and builds arbitrary documents, seeded with the example and deployment
+// configurations. A refusal is a non-empty Errors whose every entry names the file, says what
+// is wrong and gives a line inside the document; a document that passes is refused once an
+// unknown key is added (the strict decoding), with that key named unless the addition broke
+// the YAML itself.
 func FuzzLoadConfig(f *testing.F) {
 	f.Add([]byte(validDoc))
 	f.Add(doc(`
@@ -548,21 +554,74 @@ routes: { r: { inputs: [in, in2], outputs: [out], retry: { timeout: 0 }, rule: {
 	f.Add([]byte("routes: { r: { rule: { config: { ? [1]: 2, .inf: .nan } } } }"))
 	f.Add([]byte("memory_limit: 1.5GiB\n" + strings.TrimPrefix(validDoc, "\n")))
 	f.Add([]byte("memory_limit: { a: 200 }\nmemory_limit: -0x10\n"))
-	dir := f.TempDir()
-	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse(filepath.Join(dir, "f.yaml"), data, Options{LookupEnv: func(k string) (string, bool) { return "v", k == "X" }})
+	examples, _ := filepath.Glob("../../../../examples/*/turnout.yaml")
+	deploy, _ := filepath.Glob("../../../../deploy/*/turnout.yaml")
+	if len(examples) == 0 {
+		f.Fatal("no example configurations found")
+	}
+	for _, p := range append(examples, deploy...) {
+		b, err := os.ReadFile(p)
 		if err != nil {
-			var es Errors
-			if !errors.As(err, &es) || len(es) == 0 {
-				t.Fatalf("error is not a non-empty Errors: %v", err)
+			f.Fatal(err)
+		}
+		f.Add(b)
+		// The same with the modules this test registers, so that Build gets further.
+		for _, typ := range []string{"http", "mqtt", "amqp", "nats", "kafka", "file", "log"} {
+			b = bytes.ReplaceAll(b, []byte("type: "+typ+"\n"), []byte("type: test-in\n"))
+		}
+		f.Add(b)
+	}
+	dir := f.TempDir()
+	path := filepath.Join(dir, "f.yaml")
+	opts := Options{LookupEnv: func(k string) (string, bool) { return "v", k == "X" }}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(path, data, opts)
+		if err != nil {
+			checkErrors(t, err, path, data)
+		}
+		if err == nil {
+			// Strict: an unknown key is refused, wherever the document goes on.
+			unknown := append([]byte("zz_unknown_key: 1\n"), data...)
+			if _, err := Parse(path, unknown, opts); err == nil {
+				t.Fatalf("an unknown key was accepted:\n%s", unknown)
+			} else {
+				var es Errors
+				errors.As(err, &es)
+				syntax := false
+				for _, e := range es {
+					syntax = syntax || e.Key == ""
+				}
+				if !syntax && !strings.Contains(err.Error(), "zz_unknown_key") {
+					t.Fatalf("an unknown key was refused without being named: %v", err)
+				}
 			}
 		}
 		if cfg == nil {
 			return
 		}
-		b, _ := Build(context.Background(), cfg, BuildOptions{})
+		b, err := Build(context.Background(), cfg, BuildOptions{})
+		if err != nil {
+			checkErrors(t, err, path, data)
+		}
 		if b != nil {
 			_ = b.CloseAll(context.Background())
 		}
 	})
+}
+
+// checkErrors fails t unless err is a non-empty Errors whose every entry names path, has a
+// message and a line within data (or none; or the one after the last, where yaml.v3 places an
+// unexpected end of the document that has no final newline).
+func checkErrors(t *testing.T, err error, path string, data []byte) {
+	t.Helper()
+	var es Errors
+	if !errors.As(err, &es) || len(es) == 0 {
+		t.Fatalf("error is not a non-empty Errors: %v", err)
+	}
+	lines := bytes.Count(data, []byte("\n")) + 1
+	for _, e := range es {
+		if e.File != path || strings.TrimSpace(e.Msg) == "" || e.Line < 0 || e.Line > lines+1 {
+			t.Fatalf("error %q (line %d of %d) does not name the file, say what is wrong or give a line in it", e, e.Line, lines)
+		}
+	}
 }
