@@ -3,10 +3,14 @@ package admin_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -346,14 +350,22 @@ func TestRulesUnavailableUntilSet(t *testing.T) {
 	}
 }
 
-// FuzzUpload feeds the upload handler arbitrary bodies, content types and queries: every answer
-// is a JSON object, never a 500.
+// FuzzUpload feeds the upload handler arbitrary bodies, content types and queries. Every answer
+// is JSON, never a 500: a refusal is a 4xx {"error": {"code", "detail"}} saying what is wrong; a
+// success stores exactly the module the request carried (the body, or the multipart "wasm"
+// part), and never a module larger than the upload limit.
 func FuzzUpload(f *testing.F) {
 	f.Add([]byte("\x00asm\x01\x00\x00\x00"), "application/wasm", "route=care&activate=true")
 	f.Add([]byte("--b\r\nContent-Disposition: form-data; name=\"wasm\"\r\n\r\n\x00asm\r\n--b--\r\n"), "multipart/form-data; boundary=b", "")
+	f.Add([]byte("--b\r\nContent-Disposition: form-data; name=\"wasm\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=00asm=01\r\n"+
+		"--b\r\nContent-Disposition: form-data; name=\"config\"\r\n\r\n{\"outputs\":[\"a\"]}\r\n"+
+		"--b\r\nContent-Disposition: form-data; name=\"selftest\"\r\n\r\n[{\"event\":{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\"},\"expect\":{\"action\":\"drop\"}}]\r\n--b--\r\n"),
+		"multipart/form-data; boundary=b", "description=first&uploaded_by=ops")
 	f.Add([]byte("fail:compile"), "", "config=%7B%7D")
 	f.Add([]byte{}, "multipart/form-data", "activate=maybe")
-	h := admin.New(admin.Options{Gatherer: prometheus.NewRegistry(), Rules: admintest.New("care"), Token: []byte(token), MaxUploadBytes: 4096}).Handler()
+	f.Add(bytes.Repeat([]byte("\x00asm"), 1025), "application/wasm", "")
+	const limit = 4096
+	h := admin.New(admin.Options{Gatherer: prometheus.NewRegistry(), Rules: admintest.New("care"), Token: []byte(token), MaxUploadBytes: limit}).Handler()
 	f.Fuzz(func(t *testing.T, body []byte, ctype, query string) {
 		req := httptest.NewRequest("POST", "/rules/versions", bytes.NewReader(body))
 		req.URL.RawQuery = query
@@ -361,9 +373,41 @@ func FuzzUpload(f *testing.F) {
 		req.Header.Set("Authorization", "Bearer "+token)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
-		var v map[string]any
-		if w.Code >= 500 || json.Unmarshal(w.Body.Bytes(), &v) != nil {
+		if w.Code >= 500 {
 			t.Fatalf("answer %d %q", w.Code, w.Body.String())
+		}
+		if w.Code >= 400 {
+			var e struct {
+				Error *admin.APIError `json:"error"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == nil || e.Error.Code == "" || e.Error.Detail == "" {
+				t.Fatalf("refusal %d %q is not an error with a code and a detail (%v)", w.Code, w.Body.String(), err)
+			}
+			return
+		}
+		var up admin.Uploaded
+		if err := json.Unmarshal(w.Body.Bytes(), &up); err != nil || (w.Code != http.StatusOK && w.Code != http.StatusCreated) {
+			t.Fatalf("answer %d %q is not an upload's (%v)", w.Code, w.Body.String(), err)
+		}
+		wasm := body
+		if mt, params, _ := mime.ParseMediaType(ctype); mt == "multipart/form-data" {
+			wasm = nil
+			mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+			for {
+				p, err := mr.NextPart()
+				if err != nil {
+					break
+				}
+				if p.FormName() == "wasm" {
+					wasm, _ = io.ReadAll(p)
+				}
+			}
+		}
+		if len(wasm) > limit {
+			t.Fatalf("a %d-byte module over the %d-byte upload limit was accepted", len(wasm), limit)
+		}
+		if sum := sha256.Sum256(wasm); up.Version.SHA256 != hex.EncodeToString(sum[:]) || up.Version.Size != int64(len(wasm)) {
+			t.Fatalf("stored version %s (%d bytes), want the module sent, %x (%d bytes)", up.Version.SHA256, up.Version.Size, sum, len(wasm))
 		}
 	})
 }
