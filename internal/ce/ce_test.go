@@ -2,6 +2,8 @@ package ce
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,10 +150,26 @@ func FuzzDecodeStructured(f *testing.F) {
 	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"s","type":"t","data":{"a":1}}`))
 	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"s","type":"t","datacontenttype":"application/octet-stream","data_base64":"/w=="}`))
 	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"s","type":"t","x":5,"time":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"specversion":"1.0","id":"1","source":"s","type":"t","datacontenttype":"Application/JSON","data":{"a":1}}`))
+	// The stock rules' test events, one JSON object per file or an array of them.
+	files, _ := filepath.Glob("../../filters/rules/*/testdata/*/events/*.json")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := DecodeStructured(b)
 		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("refused without a reason")
+			}
 			return
+		}
+		if err := e.Validate(); err != nil {
+			t.Fatalf("decoded an invalid event: %v", err)
 		}
 		if e.SpecVersion() != event.CloudEventsVersionV1 {
 			return
