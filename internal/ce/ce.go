@@ -117,7 +117,7 @@ func decodeSDK(b []byte) (*event.Event, error) {
 // EncodeStructured renders e in the JSON format. Data that the JSON form cannot carry as it is
 // (bytes that are not UTF-8 under a non-JSON media type, or that are not JSON under a JSON media
 // type) is written as data_base64 [CE-JSON-3.1], so the bytes survive unchanged. JSON data is
-// written as the JSON value it is: white space around it is not kept (DecodeStructured gives
+// written as the JSON value it is: white space after it is not kept (DecodeStructured gives
 // "100" for "100 "; see ThroughJSON). e is not modified.
 func EncodeStructured(e *event.Event) ([]byte, error) {
 	if needsBase64(e) {

@@ -156,7 +156,7 @@ func FuzzDecodeBatch(f *testing.F) {
 // ... separated by NUL) and body. It is one part: an error with a 400 or 415 status that names
 // the attribute it blames and keeps the body, or a valid 1.0 event whose data is the body and
 // that comes back the same when written again in binary mode (as the HTTP output writes it) and
-// in structured mode (there, JSON data without the white space around it).
+// in structured mode (there, JSON data without white space after it).
 func FuzzDecodeBinary(f *testing.F) {
 	for _, raw := range testdataEvents(f) {
 		e, err := ce.DecodeStructured(raw)

@@ -128,7 +128,7 @@ func TestDecode(t *testing.T) {
 // NUL) and payload, binary and structured mode alike. Each is an event or a decode error whose
 // Raw holds the payload and that names the subject; an event is valid, in binary mode its data
 // is the payload, and it comes back the same (extensions compared as text: binary mode carries
-// them so; JSON data without surrounding white space in structured mode) when written again in
+// them so; JSON data without white space after it in structured mode) when written again in
 // either mode.
 func FuzzDecode(f *testing.F) {
 	for _, binary := range []bool{true, false} {
