@@ -157,8 +157,9 @@ func needsBase64(e *event.Event) bool {
 		// Written verbatim as the value of "data": it must be JSON itself, and sdk-go's reader
 		// must take it as JSON too. The writer lower-cases and trims the media type, the reader
 		// does not: under "Application/JSON" the data would be written as JSON and read back
-		// as a string, which fails. data_base64 is read back whatever the type.
-		return !readsAsJSON(ct) || !validJSON(data)
+		// as a string, which fails. data_base64 is read back whatever the type. validJSON, like
+		// json.Valid, passes strings that are not UTF-8, which DecodeStructured refuses.
+		return !readsAsJSON(ct) || !validJSON(data) || !utf8.Valid(data)
 	}
 	// Written as a JSON string: only UTF-8 text survives that.
 	return !utf8.Valid(data)

@@ -38,6 +38,7 @@ func TestStructuredRoundTrip(t *testing.T) {
 		{"JSON data under a JSON type in upper case", "Application/JSON", []byte(`{"a":1}`), true},
 		{"JSON data under a JSON type with parameters in upper case", "TEXT/json; charset=utf-8", []byte(`{}`), true},
 		{"JSON data under a JSON type with parameters", "application/json; charset=utf-8", []byte(`"x"`), false},
+		{"JSON string that is not UTF-8", event.ApplicationJSON, []byte("\"\x88\""), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
