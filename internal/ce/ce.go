@@ -101,6 +101,9 @@ func decodeSDK(b []byte) (*event.Event, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, err
 	}
+	if err := trimAttributes(&e); err != nil {
+		return nil, err
+	}
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
@@ -112,6 +115,31 @@ func decodeSDK(b []byte) (*event.Event, error) {
 		}
 	}
 	return &e, nil
+}
+
+// trimAttributes trims the white space around the attributes that sdk-go's setters trim and its
+// JSON reader does not (id, type, subject, datacontenttype, dataschema): binary-mode decoders go
+// through the setters, so without it an event read in structured mode with type " t" would
+// become "t" once forwarded in binary mode.
+func trimAttributes(e *event.Event) error {
+	c := e.Context
+	for _, a := range []struct {
+		name, v string
+		set     func(string) error
+	}{
+		{"id", c.GetID(), c.SetID},
+		{"type", c.GetType(), c.SetType},
+		{"subject", c.GetSubject(), c.SetSubject},
+		{"datacontenttype", c.GetDataContentType(), c.SetDataContentType},
+		{"dataschema", c.GetDataSchema(), c.SetDataSchema},
+	} {
+		if a.v != strings.TrimSpace(a.v) {
+			if err := a.set(a.v); err != nil {
+				return fmt.Errorf("attribute %s: %w", a.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // EncodeStructured renders e in the JSON format. Data that the JSON form cannot carry as it is

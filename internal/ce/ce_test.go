@@ -71,12 +71,26 @@ func TestStructuredRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDecodeStructuredTrims: the attributes sdk-go's setters trim (as binary-mode decoders set
+// them) are trimmed in structured mode too, so an event reads the same in either mode.
+func TestDecodeStructuredTrims(t *testing.T) {
+	e, err := DecodeStructured([]byte(`{"specversion":"1.0","id":" 1 ","source":"s","type":"\tt ","subject":" ","datacontenttype":" text/plain","data":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ID() != "1" || e.Type() != "t" || e.Subject() != "" || e.DataContentType() != "text/plain" {
+		t.Errorf("attributes not trimmed: id %q type %q subject %q datacontenttype %q", e.ID(), e.Type(), e.Subject(), e.DataContentType())
+	}
+}
+
 func TestDecodeStructuredRejects(t *testing.T) {
 	cases := []struct{ name, in, want string }{
 		{"not JSON", `{`, ""},
 		{"missing source", `{"specversion":"1.0","id":"1","type":"t"}`, "source"},
 		{"extension named Data", `{"specversion":"1.0","id":"1","source":"s","type":"t","Data":1}`, "invalid extension attribute name"},
 		{"not UTF-8", "{\"specversion\":\"1.0\",\"id\":\"\xff\",\"source\":\"s\",\"type\":\"t\"}", "UTF-8"},
+		{"id of white space", `{"specversion":"1.0","id":"  ","source":"s","type":"t"}`, "attribute id"},
+		{"type of white space", `{"specversion":"1.0","id":"1","source":"s","type":" "}`, "type"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
