@@ -250,16 +250,17 @@ func (o *Output) newPost(h http.Header, body []byte) (*http.Request, error) {
 // [CE-HTTP-3.1.3], and datacontenttype as Content-Type [CE-HTTP-3.1.1].
 func writeBinaryHeaders(h http.Header, e *event.Event) error {
 	names := []string{"specversion", "id", "source", "type", "subject", "dataschema", "time"}
+	attrs := len(names)
 	for n := range e.Extensions() {
 		if !ce.ValidAttrName(n) {
 			return fmt.Errorf("invalid extension attribute name %q", n)
 		}
 		names = append(names, n)
 	}
-	for _, n := range names {
+	for i, n := range names {
 		v := ce.AttrString(e, n)
-		if v == "" {
-			continue
+		if v == "" && i < attrs {
+			continue // an unset context attribute; an extension set to "" is sent as it is
 		}
 		if n == "dataschema" && e.SpecVersion() == event.CloudEventsVersionV03 {
 			n = "schemaurl"
