@@ -618,7 +618,8 @@ func checkErrors(t *testing.T, err error, path string, data []byte) {
 	if !errors.As(err, &es) || len(es) == 0 {
 		t.Fatalf("error is not a non-empty Errors: %v", err)
 	}
-	lines := bytes.Count(data, []byte("\n")) + 1
+	// Lines as YAML counts them: a CR alone breaks a line too.
+	lines := bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n")) + 1
 	for _, e := range es {
 		if e.File != path || strings.TrimSpace(e.Msg) == "" || e.Line < 0 || e.Line > lines+1 {
 			t.Fatalf("error %q (line %d of %d) does not name the file, say what is wrong or give a line in it", e, e.Line, lines)
