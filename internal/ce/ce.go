@@ -89,10 +89,22 @@ func DecodeStructured(b []byte) (*event.Event, error) {
 		// attribute strings that no AMQP or MQTT writer accepts.
 		return nil, errors.New("not valid UTF-8")
 	}
-	if e, ok := decodeFast(b); ok {
+	if e, ok := decodeFast(b); ok && !untrimmed(e) {
 		return e, nil
 	}
 	return decodeSDK(b)
+}
+
+// untrimmed reports whether one of the attributes trimAttributes trims has white space around
+// it; the fast reader leaves those events to decodeSDK, which trims them.
+func untrimmed(e *event.Event) bool {
+	c := e.Context
+	for _, v := range [...]string{c.GetID(), c.GetType(), c.GetSubject(), c.GetDataContentType(), c.GetDataSchema()} {
+		if v != strings.TrimSpace(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeSDK is DecodeStructured by sdk-go's reader, for valid UTF-8.
