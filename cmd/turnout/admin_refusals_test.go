@@ -70,7 +70,7 @@ func TestAdminRefusalsLeaveStoreUntouched(t *testing.T) {
 	dataDir := filepath.Join(dir, "data")
 	path := writeConfig(t, dir, fmt.Sprintf(`
 data_dir: "%s"
-admin: { listen: "%s", token_file: "%s", max_upload_bytes: %d }
+admin: { listen: "%s", token_file: "%s", max_upload_bytes: %d, auth_failure_burst: 6, auth_failure_window: 1h }
 inputs: { a: { type: test-in } }
 outputs: { out: { type: test-out } }
 routes:
@@ -143,17 +143,18 @@ routes:
 			t.Errorf("%s: %d %s, want %d", rf.name, code, body, rf.status)
 		}
 	}
-	// Wrong tokens until the address is rate-limited, then the right token is refused too.
-	limited := false
-	for range 20 {
-		code, _ := do("POST", "/rules/versions", "wrong", "", v3)
-		if code == http.StatusTooManyRequests {
-			limited = true
+	// Wrong tokens until the address is rate-limited, then the right token is refused too. The
+	// five refusals above took five of the six tries of auth_failure_burst (the default is 10),
+	// so the second wrong token from here is the one answered 429.
+	tries := 0
+	for tries < 20 {
+		tries++
+		if code, _ := do("POST", "/rules/versions", "wrong", "", v3); code == http.StatusTooManyRequests {
 			break
 		}
 	}
-	if !limited {
-		t.Fatal("20 wrong tokens in a row were never answered 429")
+	if tries != 2 {
+		t.Fatalf("the wrong token was answered 429 after %d more tries, want 2 (auth_failure_burst: 6, 5 spent)", tries)
 	}
 	if code, body := do("POST", "/rules/versions?route=care&activate=true", tok, "", v3); code != http.StatusTooManyRequests {
 		t.Errorf("right token from a rate-limited address = %d %s, want 429", code, body)

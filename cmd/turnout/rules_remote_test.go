@@ -102,7 +102,7 @@ func TestRulesRemoteAuthAndUsage(t *testing.T) {
 		{"token from the environment", map[string]string{envAdmin: url, envAdminToken: remoteToken}, []string{"rules", "push", v1}, 0, ""},
 		{"no token", map[string]string{envAdmin: url}, []string{"rules", "list"}, 1, "turnout rules list: unauthorized: missing or wrong bearer token"},
 		{"wrong token", map[string]string{envAdmin: url, envAdminToken: "nope"}, []string{"rules", "rm", "abc"}, 1, "unauthorized"},
-		{"read-only server", nil, []string{"rules", "push", v1, "--admin", roURL, "--token-file", tokenFile}, 1, "read_only: the rules API is read-only because no admin token is configured: set admin.token_file"},
+		{"read-only server", nil, []string{"rules", "push", v1, "--admin", roURL, "--token-file", tokenFile}, 1, "read_only: the admin API is read-only (rule uploads, swaps and dead-letter replays are writes) because no admin token is configured: set admin.token_file"},
 		{"read-only server lists", nil, []string{"rules", "list", "--admin", roURL}, 0, ""},
 		{"unreachable", nil, []string{"rules", "list", "--admin", "127.0.0.1:1"}, 1, "turnout rules list: rules api GET"},
 		{"missing argument", nil, []string{"rules", "show"}, 2, "want 1 argument(s), got 0"},

@@ -153,6 +153,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) (err er
 			Token:          cfg.Admin.Token,
 			RulesReadOpen:  cfg.Admin.RulesReadOpen,
 			MaxUploadBytes: cfg.Admin.UploadLimit(),
+
+			ReadHeaderTimeout: cfg.Admin.ReadHeaderTimeout,
+			ReadTimeout:       cfg.Admin.ReadTimeout,
+			IdleTimeout:       cfg.Admin.IdleTimeout,
+			MaxHeaderBytes:    cfg.Admin.MaxHeaderBytes,
+			AuthFailureBurst:  cfg.Admin.AuthFailureBurst,
+			AuthFailureWindow: cfg.Admin.AuthFailureWindow,
 		})
 		if err := adm.Start(); err != nil {
 			return err

@@ -19,7 +19,8 @@ const (
 )
 
 // authorize wraps a rules API handler with the access rules:
-//   - without a configured token the API is read-only: reads are open, writes answer 403;
+//   - without a configured token the API is read-only: reads are open, writes (rule changes,
+//     dead-letter replays) answer 403;
 //   - with a token, writes need "Authorization: Bearer TOKEN", and reads too unless
 //     Options.RulesReadOpen;
 //   - a missing or wrong token answers 401 and counts as a failed authentication of the
@@ -38,7 +39,7 @@ func (s *Server) authorize(write bool, h func(w http.ResponseWriter, r *http.Req
 		switch {
 		case write && noToken:
 			writeError(w, &APIError{Status: http.StatusForbidden, Code: CodeReadOnly,
-				Detail: "the rules API is read-only because no admin token is configured: set admin.token_file (a file holding the token) or admin.token_env (the name of an environment variable holding it) and restart turnout"})
+				Detail: "the admin API is read-only (rule uploads, swaps and dead-letter replays are writes) because no admin token is configured: set admin.token_file (a file holding the token) or admin.token_env (the name of an environment variable holding it) and restart turnout"})
 			return
 		case !write && (noToken || s.opts.RulesReadOpen):
 			w.who = whoAnonymous

@@ -55,6 +55,18 @@ func checkAdmin(c *collector, root *yaml.Node, a *AdminConfig, lookup func(strin
 	if m := a.MaxUploadBytes; m != nil && *m <= 0 && !reported(c, "admin.max_upload_bytes") {
 		c.add(line("max_upload_bytes"), "admin.max_upload_bytes", "must be positive (default %d, 16 MiB)", DefaultMaxUploadBytes)
 	}
+	for _, l := range []struct {
+		key string
+		neg bool
+	}{
+		{"read_header_timeout", a.ReadHeaderTimeout < 0}, {"read_timeout", a.ReadTimeout < 0},
+		{"idle_timeout", a.IdleTimeout < 0}, {"max_header_bytes", a.MaxHeaderBytes < 0},
+		{"auth_failure_burst", a.AuthFailureBurst < 0}, {"auth_failure_window", a.AuthFailureWindow < 0},
+	} {
+		if l.neg {
+			c.add(line(l.key), "admin."+l.key, "must not be negative (0 or absent: the default)")
+		}
+	}
 	t := a.TLS
 	switch {
 	case (t.CertFile == "") != (t.KeyFile == ""):

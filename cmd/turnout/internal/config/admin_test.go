@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const adminRoutes = `
@@ -46,6 +47,17 @@ func TestAdminSecurity(t *testing.T) {
 			t.Errorf("token = %q, %v", cfg.Admin.Token, err)
 		}
 	})
+	t.Run("slow-client and token-guessing limits", func(t *testing.T) {
+		cfg, err := parse(t, "\nadmin:\n  read_header_timeout: 3s\n  read_timeout: 30s\n  idle_timeout: 1m\n  max_header_bytes: 8192\n  auth_failure_burst: 5\n  auth_failure_window: 10m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := cfg.Admin
+		if a.ReadHeaderTimeout != 3*time.Second || a.ReadTimeout != 30*time.Second || a.IdleTimeout != time.Minute ||
+			a.MaxHeaderBytes != 8192 || a.AuthFailureBurst != 5 || a.AuthFailureWindow != 10*time.Minute {
+			t.Errorf("admin limits = %+v", a)
+		}
+	})
 	t.Run("defaults: no token, 16 MiB, no TLS", func(t *testing.T) {
 		cfg, err := parse(t, "")
 		if err != nil || cfg.Admin.Token != nil || cfg.Admin.UploadLimit() != 16<<20 || cfg.Admin.TLS != (AdminTLS{}) {
@@ -73,12 +85,14 @@ func TestAdminSecurity(t *testing.T) {
 			[]string{"2: admin.max_upload_bytes: must be positive"}},
 		{"upload limit not a number", "\nadmin:\n  max_upload_bytes: big",
 			[]string{"2: admin.max_upload_bytes: invalid value \"big\""}},
+		{"negative limits", "\nadmin:\n  read_timeout: -1s\n  auth_failure_burst: -3",
+			[]string{"2: admin.read_timeout: must not be negative", "3: admin.auth_failure_burst: must not be negative"}},
 		{"tls half", "\nadmin:\n  tls:\n    cert_file: " + tokenFile,
 			[]string{"3: admin.tls: set both cert_file and key_file, or neither"}},
 		{"tls missing files", "\nadmin:\n  tls:\n    cert_file: " + filepath.Join(dir, "c.pem") + "\n    key_file: " + filepath.Join(dir, "k.pem"),
 			[]string{"3: admin.tls.cert_file: stat ", "4: admin.tls.key_file: stat "}},
 		{"unknown key", "\nadmin:\n  token: abc",
-			[]string{"2: admin.token: unknown key (known keys: listen, max_upload_bytes, pprof, rules_read_open, tls, token_env, token_file)"}},
+			[]string{"2: admin.token: unknown key (known keys: auth_failure_burst, auth_failure_window, idle_timeout, listen, max_header_bytes, max_upload_bytes, pprof, read_header_timeout, read_timeout, rules_read_open, tls, token_env, token_file)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, "t.yaml")

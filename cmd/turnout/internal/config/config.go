@@ -95,6 +95,14 @@ type AdminConfig struct {
 	// MaxUploadBytes caps a rule upload; nil means DefaultMaxUploadBytes.
 	MaxUploadBytes *int64   `yaml:"max_upload_bytes"`
 	TLS            AdminTLS `yaml:"tls"`
+	// Limits against slow clients and token guessing (admin.Options); 0 or absent means the
+	// admin package's default.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
+	AuthFailureBurst  int           `yaml:"auth_failure_burst"`
+	AuthFailureWindow time.Duration `yaml:"auth_failure_window"`
 
 	// Token is the bearer token read from TokenFile or TokenEnv by Parse; empty when none is
 	// configured (the rules API is then read-only).
