@@ -80,6 +80,7 @@ type Store struct {
 
 type metrics struct {
 	events, bytes, replayed *prometheus.CounterVec
+	entries                 *prometheus.GaugeVec
 }
 
 // New returns the store of dataDir; it creates nothing. The metrics are
@@ -87,6 +88,7 @@ type metrics struct {
 //	turnout_dead_letter_file_events_total{route}    entries written (fsynced)
 //	turnout_dead_letter_file_bytes_total{route}     bytes of those entries
 //	turnout_dead_letter_file_replayed_total{route}  entries replayed and acknowledged, so removed
+//	turnout_dead_letter_file_entries{route}         lines waiting in the route's files
 func New(dataDir string, o Options) (*Store, error) {
 	reg := o.Registerer
 	if reg == nil {
@@ -103,8 +105,10 @@ func New(dataDir string, o Options) (*Store, error) {
 			Help: "Bytes written to the route's last-resort dead-letter file."}, []string{"route"}),
 		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turnout_dead_letter_file_replayed_total",
 			Help: "Dead-letter file entries replayed into their route and acknowledged, hence removed from the file."}, []string{"route"}),
+		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turnout_dead_letter_file_entries",
+			Help: "Lines waiting in the route's dead-letter files: events that reached no output, until turnout dlq replay delivers them (lines that are not entries, which turnout dlq list reports, included)."}, []string{"route"}),
 	}
-	for _, c := range []prometheus.Collector{s.m.events, s.m.bytes, s.m.replayed} {
+	for _, c := range []prometheus.Collector{s.m.events, s.m.bytes, s.m.replayed, s.m.entries} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("dead-letter file metrics: %w", err)
 		}
@@ -115,7 +119,8 @@ func New(dataDir string, o Options) (*Store, error) {
 // Dir returns the directory of the files.
 func (s *Store) Dir() string { return s.dir }
 
-// Route returns the handle of route name (the same one for every call).
+// Route returns the handle of route name (the same one for every call). The first call counts
+// the lines already in the route's files, for turnout_dead_letter_file_entries.
 func (s *Store) Route(name string) *Route {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -126,8 +131,43 @@ func (s *Store) Route(name string) *Route {
 	s.m.events.WithLabelValues(name)
 	s.m.bytes.WithLabelValues(name)
 	s.m.replayed.WithLabelValues(name)
+	r.lines = s.countLines(name)
+	s.m.entries.WithLabelValues(name).Set(float64(r.lines))
 	s.rts[name] = r
 	return r
+}
+
+// countLines counts the complete, non-blank lines of route's files, reading them in pieces (a
+// file may be larger than memory allows). A file it cannot read counts what it read.
+func (s *Store) countLines(route string) int {
+	files, _ := s.files(route)
+	n := 0
+	for _, f := range files {
+		fh, err := os.Open(f.path)
+		if err != nil {
+			continue
+		}
+		br := bufio.NewReaderSize(fh, 64<<10)
+		blank := true // the current line holds only white space so far
+		for {
+			chunk, err := br.ReadSlice('\n')
+			if len(bytes.TrimSpace(chunk)) > 0 {
+				blank = false
+			}
+			if err == nil {
+				if !blank {
+					n++
+				}
+				blank = true
+				continue
+			}
+			if !errors.Is(err, bufio.ErrBufferFull) {
+				break
+			}
+		}
+		fh.Close()
+	}
+	return n
 }
 
 // Route is one route's dead-letter file: the Sink the engine writes dead letters to, and the
@@ -136,9 +176,10 @@ type Route struct {
 	s    *Store
 	name string
 
-	mu   sync.Mutex // guards f and size, and every change to the route's files
-	f    *os.File   // the open <route>.jsonl, nil until the first write (or after a rewrite)
-	size int64
+	mu    sync.Mutex // guards f, size and lines, and every change to the route's files
+	f     *os.File   // the open <route>.jsonl, nil until the first write (or after a rewrite)
+	size  int64
+	lines int // lines in the route's files (turnout_dead_letter_file_entries)
 
 	dmu sync.Mutex // guards d
 	d   engine.Dispatcher
@@ -267,6 +308,8 @@ func (r *Route) append(ev *event.Event) error {
 		return fmt.Errorf("dead-letter file %s: fsync: %w", r.Path(), err)
 	}
 	r.size += int64(len(line))
+	r.lines++
+	r.s.m.entries.WithLabelValues(r.name).Set(float64(r.lines))
 	r.s.m.events.WithLabelValues(r.name).Inc()
 	r.s.m.bytes.WithLabelValues(r.name).Add(float64(len(line)))
 	return nil
@@ -295,6 +338,8 @@ func (r *Route) open() error {
 		if _, err = f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
 			if _, err = f.Write([]byte("\n")); err == nil {
 				st, err = f.Stat()
+				r.lines++ // the fragment is a line now, which countLines counts too
+				r.s.m.entries.WithLabelValues(r.name).Set(float64(r.lines))
 			}
 		}
 	}
@@ -489,11 +534,15 @@ func (r *Route) remove(entries []Entry) (int, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	removed := 0
+	defer func() {
+		r.lines = max(0, r.lines-removed)
+		r.s.m.entries.WithLabelValues(r.name).Set(float64(r.lines))
+	}()
 	files, err := r.s.files(r.name)
 	if err != nil {
 		return 0, err
 	}
-	removed := 0
 	for _, f := range files {
 		if len(want) == 0 {
 			break

@@ -180,7 +180,10 @@ func TestListSkipsBadLines(t *testing.T) {
 // file, the rejected one stays; the messages are the events as received, without the engine's
 // error extensions, and a malformed one's bytes as received.
 func TestReplay(t *testing.T) {
-	s, reg, _ := newStore(t, 0)
+	s, reg, dataDir := newStore(t, 0)
+	waiting := func(reg *prometheus.Registry) float64 {
+		return testutil.Metric(t, reg, "turnout_dead_letter_file_entries", map[string]string{"route": "care"})
+	}
 	r := s.Route("care")
 	if _, err := r.Replay(context.Background(), ""); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Replay before the engine started the source = %v, want ErrNotRunning", err)
@@ -190,6 +193,9 @@ func TestReplay(t *testing.T) {
 		if err := r.Sink().Send(context.Background(), deadLetter(k, fmt.Sprintf("e%d", i), raw)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if got := waiting(reg); got != 3 {
+		t.Errorf("turnout_dead_letter_file_entries after 3 writes = %v, want 3", got)
 	}
 	d := testutil.NewDispatcher()
 	if err := r.Source().Start(context.Background(), d); err != nil {
@@ -243,12 +249,25 @@ func TestReplay(t *testing.T) {
 	if got := testutil.Metric(t, reg, "turnout_dead_letter_file_replayed_total", map[string]string{"route": "care"}); got != 2 {
 		t.Errorf("turnout_dead_letter_file_replayed_total = %v, want 2", got)
 	}
+	if got := waiting(reg); got != 1 {
+		t.Errorf("turnout_dead_letter_file_entries after 2 of 3 replayed = %v, want 1", got)
+	}
 	// Writing goes on after the rewrite, into the same file.
 	if err := r.Sink().Send(context.Background(), deadLetter(KindRule, "e9", nil)); err != nil {
 		t.Fatal(err)
 	}
 	if entries, _ := s.List("care"); len(entries) != 2 || entries[1].Locator() != "care.jsonl:2" {
 		t.Errorf("after a write following the replay: %d entries, want 2, the new one at care.jsonl:2", len(entries))
+	}
+	// A restart counts what the files hold.
+	reg2 := prometheus.NewRegistry()
+	s2, err := New(dataDir, Options{Registerer: reg2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Route("care")
+	if got, got2 := waiting(reg), waiting(reg2); got != 2 || got2 != 2 {
+		t.Errorf("turnout_dead_letter_file_entries = %v, and %v counted by a new store, want 2", got, got2)
 	}
 	if err := r.Source().Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -292,5 +311,28 @@ func TestCutLineEnded(t *testing.T) {
 	entries, errs := s.List("care")
 	if id, _, _ := entries[0].Summary(); len(entries) != 1 || id != "after" || entries[0].Line != 2 || len(errs) != 1 {
 		t.Fatalf("List = %d entries, errors %v; want the new entry on line 2 and the fragment on line 1 reported", len(entries), errs)
+	}
+}
+
+// TestCountLines: the waiting-lines gauge a start computes counts the complete, non-blank lines
+// of the route's files, rotated ones included, however long a line is, and no other route's.
+func TestCountLines(t *testing.T) {
+	s, reg, _ := newStore(t, 0)
+	if err := os.MkdirAll(s.Dir(), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("x", 200<<10) // longer than the reader's buffer
+	for name, text := range map[string]string{
+		"care.jsonl.1": "a\n\n  \nb\n",
+		"care.jsonl":   long + "\n" + "cut sho",
+		"other.jsonl":  "c\nd\n",
+	} {
+		if err := os.WriteFile(filepath.Join(s.Dir(), name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Route("care")
+	if got := testutil.Metric(t, reg, "turnout_dead_letter_file_entries", map[string]string{"route": "care"}); got != 3 {
+		t.Errorf("turnout_dead_letter_file_entries = %v, want 3 (a, b and the long line)", got)
 	}
 }
